@@ -1,0 +1,1600 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled data-plane helpers for emu: LPM/FDB/neighbour tables and packet byte ops.
+
+The pure-Python twin ``emu._fastpath_py`` has the same public API and gives the
+same results; tests check one against the other.
+
+Conventions shared by both modules:
+- IPv4 addresses are ints in host order (0..2**32-1), MACs are 48-bit ints.
+- Mutators (``insert``, ``learn``, ``set``...) raise ValueError for any argument
+  outside its semantic range.  Hot-path scalar arguments are C-typed: an int
+  that does not fit the C type raises OverflowError (the twin mimics this).
+- Byte buffers are bytes/bytearray/any contiguous buffer; functions that write
+  need a writable one (bytearray) and raise TypeError otherwise.
+"""
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.number cimport PyNumber_Index
+from cpython cimport array
+
+import array
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define EMU_POPCNT64(x) ((int)__builtin_popcountll((unsigned long long)(x)))
+    #define EMU_HIBIT64(x) (63 - (int)__builtin_clzll((unsigned long long)(x)))
+    #else
+    static int EMU_POPCNT64(unsigned long long x) {
+        x = x - ((x >> 1) & 0x5555555555555555ULL);
+        x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+        return (int)((x * 0x0101010101010101ULL) >> 56);
+    }
+    static int EMU_HIBIT64(unsigned long long x) {
+        int r = 0;
+        while (x >>= 1) r++;
+        return r;
+    }
+    #endif
+    """
+    int EMU_POPCNT64(uint64_t x) noexcept nogil
+    int EMU_HIBIT64(uint64_t x) noexcept nogil
+
+
+cdef array.array _Q_TEMPLATE = array.array('q', [])
+
+# --------------------------------------------------------------------------
+# Buffer helpers
+# --------------------------------------------------------------------------
+
+cdef int _get_ro(object o, Py_buffer *view, const uint8_t **p, Py_ssize_t *n) except -1:
+    """Point *p at o's bytes; returns 1 when view must be released."""
+    if type(o) is bytes:
+        p[0] = <const uint8_t *>PyBytes_AS_STRING(o)
+        n[0] = PyBytes_GET_SIZE(o)
+        return 0
+    if type(o) is bytearray:
+        p[0] = <const uint8_t *>PyByteArray_AS_STRING(o)
+        n[0] = PyByteArray_GET_SIZE(o)
+        return 0
+    PyObject_GetBuffer(o, view, PyBUF_SIMPLE)
+    p[0] = <const uint8_t *>view.buf
+    n[0] = view.len
+    return 1
+
+
+cdef int _get_rw(object o, Py_buffer *view, uint8_t **p, Py_ssize_t *n) except -1:
+    """Like _get_ro but the buffer must be writable (TypeError otherwise)."""
+    if type(o) is bytearray:
+        p[0] = <uint8_t *>PyByteArray_AS_STRING(o)
+        n[0] = PyByteArray_GET_SIZE(o)
+        return 0
+    if type(o) is bytes:
+        raise TypeError("buffer is read-only; pass a bytearray")
+    PyObject_GetBuffer(o, view, PyBUF_SIMPLE)
+    if view.readonly:
+        PyBuffer_Release(view)
+        raise TypeError("buffer is read-only; pass a bytearray")
+    p[0] = <uint8_t *>view.buf
+    n[0] = view.len
+    return 1
+
+
+cdef object _words(object buf, Py_ssize_t itemsize):
+    """Contiguous memoryview over buf holding itemsize-byte words (ValueError if not)."""
+    cdef object mv = memoryview(buf)
+    if not mv.c_contiguous:
+        raise ValueError("buffer must be C-contiguous")
+    if mv.itemsize == itemsize:
+        return mv
+    if mv.itemsize == 1:
+        if mv.nbytes % itemsize:
+            raise ValueError(f"byte buffer length must be a multiple of {itemsize}")
+        return mv
+    raise ValueError(f"expected a buffer of {itemsize * 8}-bit words or raw bytes")
+
+
+cdef inline uint16_t _rd16(const uint8_t *p) noexcept nogil:
+    return <uint16_t>((p[0] << 8) | p[1])
+
+
+cdef inline uint32_t _rd32(const uint8_t *p) noexcept nogil:
+    return ((<uint32_t>p[0]) << 24) | ((<uint32_t>p[1]) << 16) | ((<uint32_t>p[2]) << 8) | p[3]
+
+
+cdef inline void _wr16(uint8_t *p, uint32_t v) noexcept nogil:
+    p[0] = (v >> 8) & 0xFF
+    p[1] = v & 0xFF
+
+
+cdef inline void _wr32(uint8_t *p, uint32_t v) noexcept nogil:
+    p[0] = (v >> 24) & 0xFF
+    p[1] = (v >> 16) & 0xFF
+    p[2] = (v >> 8) & 0xFF
+    p[3] = v & 0xFF
+
+
+cdef inline void _wr48(uint8_t *p, uint64_t v) noexcept nogil:
+    cdef int i
+    for i in range(6):
+        p[i] = (v >> (40 - 8 * i)) & 0xFF
+
+
+cdef uint64_t _inet_acc(const uint8_t *p, Py_ssize_t n, uint64_t acc) noexcept nogil:
+    """Add big-endian 16-bit words of p[0:n] to acc (odd tail byte zero-padded)."""
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        acc += ((<uint64_t>p[i]) << 8 | p[i + 1]) + ((<uint64_t>p[i + 2]) << 8 | p[i + 3]) \
+            + ((<uint64_t>p[i + 4]) << 8 | p[i + 5]) + ((<uint64_t>p[i + 6]) << 8 | p[i + 7])
+        i += 8
+    while i + 1 < n:
+        acc += (<uint64_t>p[i]) << 8 | p[i + 1]
+        i += 2
+    if i < n:
+        acc += (<uint64_t>p[i]) << 8
+    return acc
+
+
+cdef inline uint32_t _fold(uint64_t s) noexcept nogil:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return <uint32_t>s
+
+
+cdef inline void _csum_fix(uint8_t *field, uint64_t delta_neg_old, uint64_t delta_new,
+                           bint udp) noexcept nogil:
+    """RFC 1624 eqn. 3 on the checksum at field; delta_neg_old is the sum of ~old words."""
+    cdef uint32_t hc = _rd16(field)
+    cdef uint32_t nc
+    if udp and hc == 0:
+        return
+    nc = (~_fold((~hc & 0xFFFF) + delta_neg_old + delta_new)) & 0xFFFF
+    if udp and nc == 0:
+        nc = 0xFFFF
+    _wr16(field, nc)
+
+
+cdef inline uint64_t _neg32(uint32_t v) noexcept nogil:
+    return ((~(v >> 16)) & 0xFFFF) + ((~v) & 0xFFFF)
+
+
+cdef inline uint64_t _pos32(uint32_t v) noexcept nogil:
+    return (v >> 16) + (v & 0xFFFF)
+
+
+cdef inline uint64_t _neg16(uint32_t v) noexcept nogil:
+    return (~v) & 0xFFFF
+
+
+# --------------------------------------------------------------------------
+# LPM: small linear array, or a tree bitmap (stride 6) in block-allocated pools
+# --------------------------------------------------------------------------
+
+ctypedef struct TbNode:
+    uint64_t int_bm      # prefixes of length 0..5 inside this stride (bit = heap position)
+    uint64_t full_bm     # prefixes of length 6 (bit = slot)
+    uint64_t ext_bm      # children (bit = slot)
+    uint32_t child_base  # first child (children are contiguous in the node pool)
+    uint32_t result_base # first value (internal by position, then full by slot)
+
+ctypedef struct U32Vec:
+    uint32_t *d
+    uint32_t n
+    uint32_t cap
+
+ctypedef struct Pool:
+    char *mem
+    size_t esize
+    uint32_t used
+    uint32_t cap
+    U32Vec *freel        # freel[k]: starts of free blocks of exactly k elements
+    int nfree
+
+cdef enum:
+    SMALL_MAX = 16       # up to this many routes: linear scan
+    SMALL_LOW = 8        # shrink back to linear when a big table drops to this
+    NODE_BLOCKS = 65     # a node has at most 64 children
+    RES_BLOCKS = 128     # and at most 63 + 64 values
+
+cdef uint64_t _MATCH[64]
+cdef uint8_t _POSLEN[64]
+
+
+cdef void _init_tables() noexcept:
+    cdef int s, l, pos
+    for s in range(64):
+        _MATCH[s] = 0
+        for l in range(6):
+            _MATCH[s] |= (<uint64_t>1) << ((1 << l) - 1 + (s >> (6 - l)))
+    for l in range(6):
+        for pos in range((1 << l) - 1, (1 << (l + 1)) - 1):
+            _POSLEN[pos] = l
+    _POSLEN[63] = 6
+
+
+_init_tables()
+
+
+cdef int _pool_init(Pool *p, size_t esize, int nfree) except -1:
+    p.mem = NULL
+    p.esize = esize
+    p.used = 0
+    p.cap = 0
+    p.nfree = nfree
+    p.freel = <U32Vec *>malloc(nfree * sizeof(U32Vec))
+    if p.freel == NULL:
+        raise MemoryError()
+    memset(p.freel, 0, nfree * sizeof(U32Vec))
+    return 0
+
+
+cdef void _pool_destroy(Pool *p) noexcept:
+    cdef int k
+    if p.freel != NULL:
+        for k in range(p.nfree):
+            free(p.freel[k].d)
+        free(p.freel)
+    free(p.mem)
+    p.mem = NULL
+    p.freel = NULL
+    p.used = 0
+    p.cap = 0
+
+
+cdef size_t _pool_bytes(Pool *p) noexcept:
+    cdef size_t total = 0
+    cdef int k
+    if p.freel == NULL:
+        return 0
+    total = <size_t>p.cap * p.esize + p.nfree * sizeof(U32Vec)
+    for k in range(p.nfree):
+        total += p.freel[k].cap * sizeof(uint32_t)
+    return total
+
+
+cdef uint32_t _pool_alloc(Pool *p, uint32_t k) except? 0xFFFFFFFF:
+    """Allocate k contiguous elements (k >= 1); returns the start index."""
+    cdef U32Vec *v = &p.freel[k]
+    cdef uint64_t newcap
+    cdef char *mem
+    if v.n:
+        v.n -= 1
+        return v.d[v.n]
+    if <uint64_t>p.used + k > p.cap:
+        newcap = <uint64_t>p.cap + (p.cap >> 1)
+        if newcap < <uint64_t>p.used + k:
+            newcap = <uint64_t>p.used + k
+        if newcap < 4:
+            newcap = 4
+        if newcap > 0xFFFFFFF0:
+            raise MemoryError("LPM pool too large")
+        mem = <char *>realloc(p.mem, newcap * p.esize)
+        if mem == NULL:
+            raise MemoryError()
+        p.mem = mem
+        p.cap = <uint32_t>newcap
+    p.used += k
+    return p.used - k
+
+
+cdef int _pool_free(Pool *p, uint32_t start, uint32_t k) except -1:
+    cdef U32Vec *v
+    cdef uint32_t newcap
+    cdef uint32_t *d
+    if k == 0:
+        return 0
+    if start + k == p.used:
+        p.used = start
+        return 0
+    v = &p.freel[k]
+    if v.n == v.cap:
+        newcap = v.cap * 2 if v.cap else 4
+        d = <uint32_t *>realloc(v.d, newcap * sizeof(uint32_t))
+        if d == NULL:
+            raise MemoryError()
+        v.d = d
+        v.cap = newcap
+    v.d[v.n] = start
+    v.n += 1
+    return 0
+
+
+cdef inline uint32_t _mask(int plen) noexcept nogil:
+    if plen == 0:
+        return 0
+    return (<uint32_t>0xFFFFFFFFU) << (32 - plen)
+
+
+cdef class LpmTable:
+    """Longest-prefix-match table for IPv4 prefixes mapping to non-negative ints.
+
+    Up to 16 routes live in a linear array scanned longest-first (a pod has ~3);
+    above that a stride-6 tree bitmap with per-node contiguous child/value blocks.
+    """
+
+    cdef uint32_t sp[16]
+    cdef uint32_t smask[16]
+    cdef uint8_t splen[16]
+    cdef int64_t sval[16]
+    cdef int nsmall
+    cdef bint big
+    cdef Pool nodes
+    cdef Pool res
+    cdef Py_ssize_t count
+
+    def __cinit__(self):
+        self.nsmall = 0
+        self.big = False
+        self.count = 0
+        self.nodes.freel = NULL
+        self.nodes.mem = NULL
+        self.res.freel = NULL
+        self.res.mem = NULL
+
+    def __dealloc__(self):
+        _pool_destroy(&self.nodes)
+        _pool_destroy(&self.res)
+
+    # ---- validation -------------------------------------------------------
+
+    cdef int _check(self, object prefix, object plen, uint32_t *p, int *l) except -1:
+        prefix = PyNumber_Index(prefix)
+        plen = PyNumber_Index(plen)
+        if not (0 <= plen <= 32):
+            raise ValueError(f"plen must be in 0..32, got {plen}")
+        if not (0 <= prefix <= 0xFFFFFFFF):
+            raise ValueError(f"prefix out of range: {prefix}")
+        l[0] = plen
+        p[0] = <uint32_t>prefix
+        if p[0] & ~_mask(l[0]):
+            raise ValueError(f"prefix has host bits set beyond /{plen}")
+        return 0
+
+    # ---- lookup -------------------------------------------------------------
+
+    cdef inline int64_t _lookup(self, uint32_t addr, int *plen_out) noexcept nogil:
+        cdef int i, d, p
+        cdef uint64_t key, bit, m
+        cdef int64_t best = -1
+        cdef int bestlen = -1
+        cdef uint32_t ni = 0
+        cdef TbNode *nodes
+        cdef TbNode *n
+        cdef uint32_t s
+        if not self.big:
+            for i in range(self.nsmall):
+                if (addr & self.smask[i]) == self.sp[i]:
+                    plen_out[0] = self.splen[i]
+                    return self.sval[i]
+            return -1
+        nodes = <TbNode *>self.nodes.mem
+        key = (<uint64_t>addr) << 4
+        for d in range(6):
+            n = &nodes[ni]
+            s = (key >> (30 - 6 * d)) & 63
+            bit = (<uint64_t>1) << s
+            if n.full_bm & bit:
+                best = n.result_base + EMU_POPCNT64(n.int_bm) + EMU_POPCNT64(n.full_bm & (bit - 1))
+                bestlen = 6 * d + 6
+            else:
+                m = n.int_bm & _MATCH[s]
+                if m:
+                    p = EMU_HIBIT64(m)
+                    best = n.result_base + EMU_POPCNT64(n.int_bm & (((<uint64_t>1) << p) - 1))
+                    bestlen = 6 * d + _POSLEN[p]
+            if not (n.ext_bm & bit):
+                break
+            ni = n.child_base + EMU_POPCNT64(n.ext_bm & (bit - 1))
+        if best < 0:
+            return -1
+        plen_out[0] = bestlen
+        return (<int64_t *>self.res.mem)[best]
+
+    def lookup(self, uint32_t addr):
+        """Value of the longest prefix containing addr, or -1."""
+        cdef int plen
+        return self._lookup(addr, &plen)
+
+    def lookup_prefix(self, uint32_t addr):
+        """(prefix, plen, value) of the longest prefix containing addr, or None."""
+        cdef int plen = 0
+        cdef int64_t v = self._lookup(addr, &plen)
+        if v < 0:
+            return None
+        return (addr & _mask(plen), plen, v)
+
+    def lookup_batch(self, addrs):
+        """Look up every uint32 in a buffer; array('q') of values (-1 = miss)."""
+        cdef object mv = _words(addrs, 4)
+        cdef Py_buffer view
+        cdef const uint8_t *p
+        cdef Py_ssize_t nbytes, i, n
+        cdef int plen
+        cdef uint32_t a
+        cdef int rel = _get_ro(mv, &view, &p, &nbytes)
+        cdef array.array out
+        cdef int64_t *o
+        try:
+            n = nbytes // 4
+            out = array.clone(_Q_TEMPLATE, n, False)
+            o = <int64_t *>out.data.as_longlongs
+            with nogil:
+                for i in range(n):
+                    memcpy(&a, p + 4 * i, 4)
+                    o[i] = self._lookup(a, &plen)
+        finally:
+            if rel:
+                PyBuffer_Release(&view)
+        return out
+
+    # ---- small mode -----------------------------------------------------------
+
+    cdef int _small_find(self, uint32_t prefix, int plen) noexcept:
+        cdef int i
+        for i in range(self.nsmall):
+            if self.sp[i] == prefix and self.splen[i] == plen:
+                return i
+        return -1
+
+    cdef void _small_add(self, uint32_t prefix, int plen, int64_t value) noexcept:
+        cdef int i = self.nsmall
+        while i > 0 and self.splen[i - 1] < plen:
+            self.sp[i] = self.sp[i - 1]
+            self.smask[i] = self.smask[i - 1]
+            self.splen[i] = self.splen[i - 1]
+            self.sval[i] = self.sval[i - 1]
+            i -= 1
+        self.sp[i] = prefix
+        self.smask[i] = _mask(plen)
+        self.splen[i] = plen
+        self.sval[i] = value
+        self.nsmall += 1
+
+    cdef void _small_del(self, int i) noexcept:
+        cdef int j
+        for j in range(i, self.nsmall - 1):
+            self.sp[j] = self.sp[j + 1]
+            self.smask[j] = self.smask[j + 1]
+            self.splen[j] = self.splen[j + 1]
+            self.sval[j] = self.sval[j + 1]
+        self.nsmall -= 1
+
+    # ---- tree bitmap ----------------------------------------------------------
+
+    cdef int _to_big(self) except -1:
+        cdef int i
+        _pool_init(&self.nodes, sizeof(TbNode), NODE_BLOCKS)
+        _pool_init(&self.res, sizeof(int64_t), RES_BLOCKS)
+        _pool_alloc(&self.nodes, 1)
+        memset(self.nodes.mem, 0, sizeof(TbNode))
+        self.big = True
+        for i in range(self.nsmall):
+            self._tb_insert(self.sp[i], self.splen[i], self.sval[i])
+        self.nsmall = 0
+        return 0
+
+    cdef int _to_small(self) except -1:
+        cdef list entries = self.items()
+        _pool_destroy(&self.nodes)
+        _pool_destroy(&self.res)
+        self.big = False
+        self.nsmall = 0
+        for prefix, plen, value in entries:
+            self._small_add(prefix, plen, value)
+        return 0
+
+    cdef uint32_t _child(self, uint32_t ni, uint32_t s) except? 0xFFFFFFFF:
+        """Index of child s of node ni, creating it if absent."""
+        cdef TbNode *n = &(<TbNode *>self.nodes.mem)[ni]
+        cdef uint64_t bit = (<uint64_t>1) << s
+        cdef uint32_t rank = EMU_POPCNT64(n.ext_bm & (bit - 1))
+        cdef uint32_t cnt, nb, old
+        cdef TbNode *nodes
+        if n.ext_bm & bit:
+            return n.child_base + rank
+        cnt = EMU_POPCNT64(n.ext_bm)
+        nb = _pool_alloc(&self.nodes, cnt + 1)
+        nodes = <TbNode *>self.nodes.mem
+        n = &nodes[ni]
+        old = n.child_base
+        if rank:
+            memcpy(&nodes[nb], &nodes[old], rank * sizeof(TbNode))
+        memset(&nodes[nb + rank], 0, sizeof(TbNode))
+        if cnt > rank:
+            memcpy(&nodes[nb + rank + 1], &nodes[old + rank], (cnt - rank) * sizeof(TbNode))
+        n.child_base = nb
+        n.ext_bm |= bit
+        _pool_free(&self.nodes, old, cnt)
+        return nb + rank
+
+    cdef int _slot_of(self, uint32_t prefix, int plen, int *depth, uint64_t *bit,
+                      bint *full, uint32_t *slot) noexcept:
+        cdef int d, l
+        cdef uint32_t s
+        if plen == 0:
+            d = 0
+            l = 0
+        else:
+            d = (plen - 1) // 6
+            l = plen - 6 * d
+        s = ((<uint64_t>prefix << 4) >> (30 - 6 * d)) & 63
+        depth[0] = d
+        slot[0] = s
+        if l == 6:
+            full[0] = True
+            bit[0] = (<uint64_t>1) << s
+        else:
+            full[0] = False
+            bit[0] = (<uint64_t>1) << ((1 << l) - 1 + (s >> (6 - l)))
+        return 0
+
+    cdef inline uint32_t _rank(self, TbNode *n, uint64_t bit, bint full) noexcept:
+        if full:
+            return EMU_POPCNT64(n.int_bm) + EMU_POPCNT64(n.full_bm & (bit - 1))
+        return EMU_POPCNT64(n.int_bm & (bit - 1))
+
+    cdef int _tb_insert(self, uint32_t prefix, int plen, int64_t value) except -1:
+        """Insert or replace; returns 1 when the prefix is new."""
+        cdef int d, i
+        cdef uint64_t bit, key = (<uint64_t>prefix) << 4
+        cdef bint full
+        cdef uint32_t slot, ni = 0, rank, cnt, nb, old
+        cdef TbNode *n
+        cdef int64_t *res
+        self._slot_of(prefix, plen, &d, &bit, &full, &slot)
+        for i in range(d):
+            ni = self._child(ni, (key >> (30 - 6 * i)) & 63)
+        n = &(<TbNode *>self.nodes.mem)[ni]
+        rank = self._rank(n, bit, full)
+        if (n.full_bm if full else n.int_bm) & bit:
+            (<int64_t *>self.res.mem)[n.result_base + rank] = value
+            return 0
+        cnt = EMU_POPCNT64(n.int_bm) + EMU_POPCNT64(n.full_bm)
+        nb = _pool_alloc(&self.res, cnt + 1)
+        res = <int64_t *>self.res.mem
+        old = n.result_base
+        if rank:
+            memcpy(&res[nb], &res[old], rank * sizeof(int64_t))
+        res[nb + rank] = value
+        if cnt > rank:
+            memcpy(&res[nb + rank + 1], &res[old + rank], (cnt - rank) * sizeof(int64_t))
+        n.result_base = nb
+        if full:
+            n.full_bm |= bit
+        else:
+            n.int_bm |= bit
+        _pool_free(&self.res, old, cnt)
+        return 1
+
+    cdef int _tb_find(self, uint32_t prefix, int plen, int64_t *value) noexcept:
+        cdef int d, i
+        cdef uint64_t bit, cbit, key = (<uint64_t>prefix) << 4
+        cdef bint full
+        cdef uint32_t slot, ni = 0
+        cdef TbNode *nodes = <TbNode *>self.nodes.mem
+        cdef TbNode *n
+        self._slot_of(prefix, plen, &d, &bit, &full, &slot)
+        for i in range(d):
+            n = &nodes[ni]
+            cbit = (<uint64_t>1) << ((key >> (30 - 6 * i)) & 63)
+            if not (n.ext_bm & cbit):
+                return 0
+            ni = n.child_base + EMU_POPCNT64(n.ext_bm & (cbit - 1))
+        n = &nodes[ni]
+        if not ((n.full_bm if full else n.int_bm) & bit):
+            return 0
+        value[0] = (<int64_t *>self.res.mem)[n.result_base + self._rank(n, bit, full)]
+        return 1
+
+    cdef int _tb_remove(self, uint32_t prefix, int plen) except -1:
+        cdef int d, i
+        cdef uint64_t bit, cbit, key = (<uint64_t>prefix) << 4
+        cdef bint full
+        cdef uint32_t slot, ni = 0, rank, cnt, nb, old, pi
+        cdef uint32_t path[6]
+        cdef uint32_t slots[6]
+        cdef TbNode *nodes = <TbNode *>self.nodes.mem
+        cdef TbNode *n
+        cdef int64_t *res
+        self._slot_of(prefix, plen, &d, &bit, &full, &slot)
+        for i in range(d):
+            n = &nodes[ni]
+            slots[i] = (key >> (30 - 6 * i)) & 63
+            cbit = (<uint64_t>1) << slots[i]
+            if not (n.ext_bm & cbit):
+                return 0
+            path[i] = ni
+            ni = n.child_base + EMU_POPCNT64(n.ext_bm & (cbit - 1))
+        n = &nodes[ni]
+        if not ((n.full_bm if full else n.int_bm) & bit):
+            return 0
+        rank = self._rank(n, bit, full)
+        cnt = EMU_POPCNT64(n.int_bm) + EMU_POPCNT64(n.full_bm)
+        old = n.result_base
+        if cnt > 1:
+            nb = _pool_alloc(&self.res, cnt - 1)
+            res = <int64_t *>self.res.mem
+            if rank:
+                memcpy(&res[nb], &res[old], rank * sizeof(int64_t))
+            if cnt - 1 > rank:
+                memcpy(&res[nb + rank], &res[old + rank + 1], (cnt - 1 - rank) * sizeof(int64_t))
+            n.result_base = nb
+        else:
+            n.result_base = 0
+        _pool_free(&self.res, old, cnt)
+        if full:
+            n.full_bm &= ~bit
+        else:
+            n.int_bm &= ~bit
+        # prune empty nodes upwards (the root stays)
+        i = d
+        while i > 0:
+            nodes = <TbNode *>self.nodes.mem
+            n = &nodes[ni]
+            if n.int_bm or n.full_bm or n.ext_bm:
+                break
+            pi = path[i - 1]
+            n = &nodes[pi]
+            cbit = (<uint64_t>1) << slots[i - 1]
+            rank = EMU_POPCNT64(n.ext_bm & (cbit - 1))
+            cnt = EMU_POPCNT64(n.ext_bm)
+            old = n.child_base
+            if cnt > 1:
+                nb = _pool_alloc(&self.nodes, cnt - 1)
+                nodes = <TbNode *>self.nodes.mem
+                n = &nodes[pi]
+                if rank:
+                    memcpy(&nodes[nb], &nodes[old], rank * sizeof(TbNode))
+                if cnt - 1 > rank:
+                    memcpy(&nodes[nb + rank], &nodes[old + rank + 1], (cnt - 1 - rank) * sizeof(TbNode))
+                n.child_base = nb
+            else:
+                n.child_base = 0
+            n.ext_bm &= ~cbit
+            _pool_free(&self.nodes, old, cnt)
+            ni = pi
+            i -= 1
+        return 1
+
+    cdef int _walk(self, uint32_t ni, int d, uint64_t base, list out) except -1:
+        cdef TbNode n = (<TbNode *>self.nodes.mem)[ni]
+        cdef int64_t *res = <int64_t *>self.res.mem
+        cdef uint64_t bm
+        cdef int pos, l, shift = 30 - 6 * d
+        cdef uint32_t r = 0, k = 0
+        cdef uint64_t key
+        bm = n.int_bm
+        while bm:
+            pos = EMU_HIBIT64(bm & (~bm + 1))
+            bm &= bm - 1
+            l = _POSLEN[pos]
+            key = base | ((<uint64_t>(pos - ((1 << l) - 1)) << (6 - l)) << shift)
+            out.append((<uint32_t>(key >> 4), 6 * d + l, res[n.result_base + r]))
+            r += 1
+        bm = n.full_bm
+        while bm:
+            pos = EMU_HIBIT64(bm & (~bm + 1))
+            bm &= bm - 1
+            key = base | ((<uint64_t>pos) << shift)
+            out.append((<uint32_t>(key >> 4), 6 * d + 6, res[n.result_base + r]))
+            r += 1
+        bm = n.ext_bm
+        while bm:
+            pos = EMU_HIBIT64(bm & (~bm + 1))
+            bm &= bm - 1
+            self._walk(n.child_base + k, d + 1, base | ((<uint64_t>pos) << shift), out)
+            k += 1
+        return 0
+
+    # ---- public mutators / accessors ------------------------------------------
+
+    def insert(self, prefix, plen, value):
+        """Map prefix/plen to value (replacing an existing value)."""
+        cdef uint32_t p
+        cdef int l, i
+        cdef int64_t v
+        self._check(prefix, plen, &p, &l)
+        value = PyNumber_Index(value)
+        if not (0 <= value <= 0x7FFFFFFFFFFFFFFF):
+            raise ValueError(f"value must be a non-negative int64, got {value}")
+        v = value
+        if not self.big:
+            i = self._small_find(p, l)
+            if i >= 0:
+                self.sval[i] = v
+                return
+            if self.nsmall < SMALL_MAX:
+                self._small_add(p, l, v)
+                self.count += 1
+                return
+            self._to_big()
+        self.count += self._tb_insert(p, l, v)
+
+    def remove(self, prefix, plen):
+        """Delete prefix/plen; True if it was present."""
+        cdef uint32_t p
+        cdef int l, i
+        self._check(prefix, plen, &p, &l)
+        if not self.big:
+            i = self._small_find(p, l)
+            if i < 0:
+                return False
+            self._small_del(i)
+            self.count -= 1
+            return True
+        if not self._tb_remove(p, l):
+            return False
+        self.count -= 1
+        if self.count <= SMALL_LOW:
+            self._to_small()
+        return True
+
+    def get(self, prefix, plen):
+        """Exact-match value of prefix/plen, or -1."""
+        cdef uint32_t p
+        cdef int l, i
+        cdef int64_t v = -1
+        self._check(prefix, plen, &p, &l)
+        if not self.big:
+            i = self._small_find(p, l)
+            return self.sval[i] if i >= 0 else -1
+        if self._tb_find(p, l, &v):
+            return v
+        return -1
+
+    def items(self):
+        """All (prefix, plen, value) sorted by (prefix, plen)."""
+        cdef list out = []
+        cdef int i
+        if not self.big:
+            for i in range(self.nsmall):
+                out.append((self.sp[i], self.splen[i], self.sval[i]))
+        else:
+            self._walk(0, 0, 0, out)
+        out.sort()
+        return out
+
+    def clear(self):
+        """Remove all routes and release the trie storage."""
+        _pool_destroy(&self.nodes)
+        _pool_destroy(&self.res)
+        self.big = False
+        self.nsmall = 0
+        self.count = 0
+
+    def __len__(self):
+        return self.count
+
+    def memory_bytes(self):
+        """Bytes of the object plus every array it allocated (capacity, not use)."""
+        return type(self).__basicsize__ + _pool_bytes(&self.nodes) + _pool_bytes(&self.res)
+
+    def __sizeof__(self):
+        return self.memory_bytes()
+
+    def __repr__(self):
+        return f"<LpmTable routes={self.count} {'trie' if self.big else 'linear'}>"
+
+
+# --------------------------------------------------------------------------
+# Open-addressing hash table (linear probing, backward-shift deletion)
+# --------------------------------------------------------------------------
+
+ctypedef struct HEnt:
+    uint64_t key
+    int64_t val
+    double t
+    int32_t aux
+    int32_t used
+
+ctypedef struct HTab:
+    HEnt *e
+    uint64_t cap
+    Py_ssize_t n
+
+
+cdef inline uint64_t _mix64(uint64_t x) noexcept nogil:
+    x ^= x >> 30
+    x *= 0xBF58476D1CE4E5B9ULL
+    x ^= x >> 27
+    x *= 0x94D049BB133111EBULL
+    x ^= x >> 31
+    return x
+
+
+cdef inline HEnt *_ht_find(HTab *h, uint64_t key) noexcept nogil:
+    cdef uint64_t i, mask
+    cdef HEnt *e
+    if h.cap == 0:
+        return NULL
+    mask = h.cap - 1
+    i = _mix64(key) & mask
+    while True:
+        e = &h.e[i]
+        if not e.used:
+            return NULL
+        if e.key == key:
+            return e
+        i = (i + 1) & mask
+
+
+cdef int _ht_resize(HTab *h, uint64_t newcap) except -1:
+    cdef HEnt *old = h.e
+    cdef uint64_t oldcap = h.cap, i, j, mask = newcap - 1
+    cdef HEnt *e = <HEnt *>malloc(newcap * sizeof(HEnt))
+    if e == NULL:
+        raise MemoryError()
+    memset(e, 0, newcap * sizeof(HEnt))
+    for i in range(oldcap):
+        if old[i].used:
+            j = _mix64(old[i].key) & mask
+            while e[j].used:
+                j = (j + 1) & mask
+            e[j] = old[i]
+    free(old)
+    h.e = e
+    h.cap = newcap
+    return 0
+
+
+cdef HEnt *_ht_add(HTab *h, uint64_t key) except NULL:
+    """Add an absent key; returns its zeroed entry (used=1)."""
+    cdef uint64_t i, mask
+    if <uint64_t>(h.n + 1) * 4 > h.cap * 3:
+        _ht_resize(h, h.cap * 2 if h.cap else 8)
+    mask = h.cap - 1
+    i = _mix64(key) & mask
+    while h.e[i].used:
+        i = (i + 1) & mask
+    h.e[i].key = key
+    h.e[i].val = 0
+    h.e[i].t = 0.0
+    h.e[i].aux = 0
+    h.e[i].used = 1
+    h.n += 1
+    return &h.e[i]
+
+
+cdef int _ht_del(HTab *h, HEnt *ent) except -1:
+    cdef uint64_t mask = h.cap - 1
+    cdef uint64_t i = ent - h.e, j = i, k
+    while True:
+        j = (j + 1) & mask
+        if not h.e[j].used:
+            break
+        k = _mix64(h.e[j].key) & mask
+        if (i <= j and (i < k <= j)) or (i > j and (k > i or k <= j)):
+            continue
+        h.e[i] = h.e[j]
+        i = j
+    h.e[i].used = 0
+    h.n -= 1
+    if h.cap > 8 and <uint64_t>h.n * 8 < h.cap:
+        _ht_resize(h, h.cap // 2)
+    return 0
+
+
+cdef void _ht_clear(HTab *h) noexcept:
+    free(h.e)
+    h.e = NULL
+    h.cap = 0
+    h.n = 0
+
+
+cdef class FdbTable:
+    """Bridge forwarding database: (mac, vlan) -> port with Linux-style ageing.
+
+    Dynamic entries older than ageing_time (now - updated > ageing_time) are
+    invisible to lookups/entries but stay stored until expire() (or a learn,
+    which treats them as new).  Static entries never age or move.
+    """
+
+    cdef HTab h
+    cdef double _ageing
+
+    def __cinit__(self, double ageing_time=300.0):
+        if not (ageing_time >= 0.0):
+            raise ValueError("ageing_time must be >= 0")
+        self._ageing = ageing_time
+        self.h.e = NULL
+        self.h.cap = 0
+        self.h.n = 0
+
+    def __dealloc__(self):
+        _ht_clear(&self.h)
+
+    @property
+    def ageing_time(self):
+        """Seconds after which a dynamic entry is considered gone."""
+        return self._ageing
+
+    @ageing_time.setter
+    def ageing_time(self, double value):
+        if not (value >= 0.0):
+            raise ValueError("ageing_time must be >= 0")
+        self._ageing = value
+
+    cdef inline uint64_t _key(self, uint64_t mac, uint32_t vlan) except? 0xFFFFFFFFFFFFFFFF:
+        if mac >> 48:
+            raise ValueError("mac must be a 48-bit value")
+        if vlan > 4095:
+            raise ValueError("vlan must be in 0..4095")
+        return (mac << 12) | vlan
+
+    def learn(self, uint64_t mac, uint32_t vlan, int64_t port, double now):
+        """Learn mac on port: 0 refreshed/unchanged (or static), 1 new, 2 moved."""
+        cdef uint64_t key = self._key(mac, vlan)
+        cdef HEnt *e = _ht_find(&self.h, key)
+        if e == NULL:
+            e = _ht_add(&self.h, key)
+            e.val = port
+            e.t = now
+            return 1
+        if e.aux:
+            return 0
+        if now - e.t > self._ageing:
+            e.val = port
+            e.t = now
+            return 1
+        e.t = now
+        if e.val != port:
+            e.val = port
+            return 2
+        return 0
+
+    def add_static(self, uint64_t mac, uint32_t vlan, int64_t port):
+        """Add (or convert to) a permanent entry."""
+        cdef uint64_t key = self._key(mac, vlan)
+        cdef HEnt *e = _ht_find(&self.h, key)
+        if e == NULL:
+            e = _ht_add(&self.h, key)
+        e.val = port
+        e.aux = 1
+        e.t = 0.0
+
+    def remove(self, uint64_t mac, uint32_t vlan):
+        """Delete an entry (static or not); True if it existed."""
+        cdef HEnt *e = _ht_find(&self.h, self._key(mac, vlan))
+        if e == NULL:
+            return False
+        _ht_del(&self.h, e)
+        return True
+
+    def lookup(self, uint64_t mac, uint32_t vlan, double now):
+        """Port for (mac, vlan), or -1 if absent or aged out."""
+        cdef HEnt *e = _ht_find(&self.h, self._key(mac, vlan))
+        if e == NULL or (not e.aux and now - e.t > self._ageing):
+            return -1
+        return e.val
+
+    def lookup_batch(self, macs, uint32_t vlan, double now):
+        """Ports for a buffer of uint64 MACs on one vlan; array('q'), -1 = miss."""
+        cdef object mv = _words(macs, 8)
+        cdef Py_buffer view
+        cdef const uint8_t *p
+        cdef Py_ssize_t nbytes, i, n
+        cdef uint64_t m
+        cdef HEnt *e
+        cdef double age = self._ageing
+        cdef int rel
+        cdef array.array out
+        cdef int64_t *o
+        if vlan > 4095:
+            raise ValueError("vlan must be in 0..4095")
+        rel = _get_ro(mv, &view, &p, &nbytes)
+        try:
+            n = nbytes // 8
+            out = array.clone(_Q_TEMPLATE, n, False)
+            o = <int64_t *>out.data.as_longlongs
+            with nogil:
+                for i in range(n):
+                    memcpy(&m, p + 8 * i, 8)
+                    o[i] = -1
+                    if m >> 48:
+                        continue
+                    e = _ht_find(&self.h, (m << 12) | vlan)
+                    if e != NULL and (e.aux or not (now - e.t > age)):
+                        o[i] = e.val
+        finally:
+            if rel:
+                PyBuffer_Release(&view)
+        return out
+
+    def expire(self, double now):
+        """Remove aged dynamic entries; returns their (mac, vlan, port) sorted."""
+        cdef list gone = []
+        cdef uint64_t i
+        cdef HEnt *e
+        for i in range(self.h.cap):
+            e = &self.h.e[i]
+            if e.used and not e.aux and now - e.t > self._ageing:
+                gone.append((e.key >> 12, e.key & 0xFFF, e.val))
+        gone.sort()
+        for mac, vlan, _ in gone:
+            _ht_del(&self.h, _ht_find(&self.h, (<uint64_t>mac << 12) | <uint64_t>vlan))
+        return gone
+
+    def flush_port(self, int64_t port):
+        """Remove all dynamic entries on port (aged or not); returns the count."""
+        cdef list keys = []
+        cdef uint64_t i, k
+        cdef HEnt *e
+        for i in range(self.h.cap):
+            e = &self.h.e[i]
+            if e.used and not e.aux and e.val == port:
+                keys.append(e.key)
+        for k in keys:
+            _ht_del(&self.h, _ht_find(&self.h, k))
+        return len(keys)
+
+    def entries(self, double now):
+        """Live entries (mac, vlan, port, is_static, updated) sorted by (mac, vlan)."""
+        cdef list out = []
+        cdef uint64_t i
+        cdef HEnt *e
+        for i in range(self.h.cap):
+            e = &self.h.e[i]
+            if not e.used:
+                continue
+            if e.aux:
+                out.append((e.key >> 12, e.key & 0xFFF, e.val, True, 0.0))
+            elif not (now - e.t > self._ageing):
+                out.append((e.key >> 12, e.key & 0xFFF, e.val, False, e.t))
+        out.sort()
+        return out
+
+    def __len__(self):
+        """Stored entries, including aged ones not yet expired."""
+        return self.h.n
+
+    def memory_bytes(self):
+        """Bytes of the object and its hash array."""
+        return type(self).__basicsize__ + self.h.cap * sizeof(HEnt)
+
+
+cdef class NeighTable:
+    """Per-interface IPv4 neighbour records: ip -> (mac or -1, state, updated)."""
+
+    cdef HTab h
+
+    def __cinit__(self):
+        self.h.e = NULL
+        self.h.cap = 0
+        self.h.n = 0
+
+    def __dealloc__(self):
+        _ht_clear(&self.h)
+
+    def set(self, ip, mac, state, double updated):
+        """Create or overwrite the record for ip."""
+        cdef HEnt *e
+        ip = PyNumber_Index(ip)
+        mac = PyNumber_Index(mac)
+        state = PyNumber_Index(state)
+        if not (0 <= ip <= 0xFFFFFFFF):
+            raise ValueError("ip out of range")
+        if not (-1 <= mac <= 0xFFFFFFFFFFFF):
+            raise ValueError("mac must be -1 or a 48-bit value")
+        if not (-0x80000000 <= state <= 0x7FFFFFFF):
+            raise ValueError("state must fit in int32")
+        e = _ht_find(&self.h, <uint64_t>ip)
+        if e == NULL:
+            e = _ht_add(&self.h, <uint64_t>ip)
+        e.val = mac
+        e.aux = state
+        e.t = updated
+
+    def get(self, uint32_t ip):
+        """(mac, state, updated) for ip, or None."""
+        cdef HEnt *e = _ht_find(&self.h, ip)
+        if e == NULL:
+            return None
+        return (e.val, e.aux, e.t)
+
+    def remove(self, uint32_t ip):
+        """Delete the record for ip; True if it existed."""
+        cdef HEnt *e = _ht_find(&self.h, ip)
+        if e == NULL:
+            return False
+        _ht_del(&self.h, e)
+        return True
+
+    def items(self):
+        """All (ip, mac, state, updated) sorted by ip."""
+        cdef list out = []
+        cdef uint64_t i
+        cdef HEnt *e
+        for i in range(self.h.cap):
+            e = &self.h.e[i]
+            if e.used:
+                out.append((e.key, e.val, e.aux, e.t))
+        out.sort()
+        return out
+
+    def lookup_batch(self, ips):
+        """MAC for each uint32 ip in a buffer; array('q'), -1 = none."""
+        cdef object mv = _words(ips, 4)
+        cdef Py_buffer view
+        cdef const uint8_t *p
+        cdef Py_ssize_t nbytes, i, n
+        cdef uint32_t a
+        cdef HEnt *e
+        cdef int rel = _get_ro(mv, &view, &p, &nbytes)
+        cdef array.array out
+        cdef int64_t *o
+        try:
+            n = nbytes // 4
+            out = array.clone(_Q_TEMPLATE, n, False)
+            o = <int64_t *>out.data.as_longlongs
+            with nogil:
+                for i in range(n):
+                    memcpy(&a, p + 4 * i, 4)
+                    e = _ht_find(&self.h, a)
+                    o[i] = e.val if e != NULL else -1
+        finally:
+            if rel:
+                PyBuffer_Release(&view)
+        return out
+
+    def __len__(self):
+        return self.h.n
+
+    def memory_bytes(self):
+        """Bytes of the object and its hash array."""
+        return type(self).__basicsize__ + self.h.cap * sizeof(HEnt)
+
+
+# --------------------------------------------------------------------------
+# Checksums and header rewriting
+# --------------------------------------------------------------------------
+
+def inet_checksum(data, Py_ssize_t off=0, Py_ssize_t length=-1):
+    """RFC 1071 checksum (complemented one's complement sum) of data[off:off+length]."""
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef Py_ssize_t n
+    cdef int rel = _get_ro(data, &view, &p, &n)
+    cdef uint32_t r
+    try:
+        if off < 0 or off > n:
+            raise ValueError("offset out of range")
+        if length == -1:
+            length = n - off
+        elif length < 0 or off + length > n:
+            raise ValueError("length out of range")
+        r = (~_fold(_inet_acc(p + off, length, 0))) & 0xFFFF
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+    return r
+
+
+cdef int _ip_hdr(const uint8_t *p, Py_ssize_t n, Py_ssize_t off) noexcept:
+    """IHL in bytes if a plausible IPv4 header starts at off, else 0."""
+    cdef int ihl
+    if off < 0 or n - off < 20 or (p[off] >> 4) != 4:
+        return 0
+    ihl = (p[off] & 15) * 4
+    if ihl < 20 or n - off < ihl:
+        return 0
+    return ihl
+
+
+def ipv4_header_checksum_ok(data, Py_ssize_t off=14):
+    """True when an IPv4 header at off is present and its checksum verifies."""
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef Py_ssize_t n
+    cdef int ihl
+    cdef bint ok
+    cdef int rel = _get_ro(data, &view, &p, &n)
+    try:
+        ihl = _ip_hdr(p, n, off)
+        ok = ihl != 0 and _fold(_inet_acc(p + off, ihl, 0)) == 0xFFFF
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+    return ok
+
+
+cdef object _parse(const uint8_t *p, Py_ssize_t n, Py_ssize_t off):
+    cdef int ihl, typ
+    cdef uint32_t tot, frag, sport = 0, dport = 0
+    cdef Py_ssize_t l4, l4len
+    cdef uint8_t proto
+    if n - off < 20 or (p[off] >> 4) != 4:
+        return None
+    ihl = (p[off] & 15) * 4
+    if ihl < 20:
+        return None
+    tot = _rd16(p + off + 2)
+    if tot < <uint32_t>ihl or off + tot > n:
+        return None
+    frag = _rd16(p + off + 6)
+    proto = p[off + 9]
+    if (frag & 0x1FFF) == 0:
+        l4 = off + ihl
+        l4len = tot - ihl
+        if proto == 6 or proto == 17:
+            if l4len >= 4:
+                sport = _rd16(p + l4)
+                dport = _rd16(p + l4 + 2)
+        elif proto == 1:
+            if l4len >= 2:
+                typ = p[l4]
+                dport = (typ << 8) | p[l4 + 1]
+                if (typ == 0 or typ == 8) and l4len >= 6:
+                    sport = _rd16(p + l4 + 4)
+    return (_rd32(p + off + 12), _rd32(p + off + 16), proto, sport, dport,
+            p[off + 8], ihl, tot, frag)
+
+
+def parse_flow(frame, Py_ssize_t off=14):
+    """(src, dst, proto, sport, dport, ttl, ihl_bytes, total_length, frag_field) or None."""
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef Py_ssize_t n
+    cdef int rel
+    if off < 0:
+        raise ValueError("negative offset")
+    rel = _get_ro(frame, &view, &p, &n)
+    try:
+        return _parse(p, n, off)
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+
+
+def parse_flow_batch(frames, Py_ssize_t off=14):
+    """parse_flow over a sequence of frames; list of tuples/None."""
+    cdef list out = []
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef Py_ssize_t n
+    cdef int rel
+    if off < 0:
+        raise ValueError("negative offset")
+    for f in frames:
+        rel = _get_ro(f, &view, &p, &n)
+        try:
+            out.append(_parse(p, n, off))
+        finally:
+            if rel:
+                PyBuffer_Release(&view)
+    return out
+
+
+def ttl_decrement(buf, Py_ssize_t off=14):
+    """Decrement the IPv4 TTL in place, patching the header checksum; returns new TTL."""
+    cdef Py_buffer view
+    cdef uint8_t *p
+    cdef Py_ssize_t n
+    cdef uint32_t old, new
+    cdef int rel = _get_rw(buf, &view, &p, &n)
+    try:
+        if _ip_hdr(p, n, off) == 0:
+            raise ValueError("no IPv4 header at offset")
+        if p[off + 8] == 0:
+            raise ValueError("TTL is already 0")
+        old = _rd16(p + off + 8)
+        p[off + 8] -= 1
+        new = _rd16(p + off + 8)
+        _csum_fix(p + off + 10, _neg16(old), new, False)
+        return p[off + 8]
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+
+
+def csum_replace4(buf, Py_ssize_t csum_off, uint32_t old, uint32_t new, *, bint udp=False):
+    """Patch the 16-bit checksum at csum_off for a 32-bit word changing old -> new."""
+    cdef Py_buffer view
+    cdef uint8_t *p
+    cdef Py_ssize_t n
+    cdef int rel = _get_rw(buf, &view, &p, &n)
+    try:
+        if csum_off < 0 or csum_off + 2 > n:
+            raise ValueError("checksum offset out of range")
+        _csum_fix(p + csum_off, _neg32(old), _pos32(new), udp)
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+
+
+def csum_replace2(buf, Py_ssize_t csum_off, uint16_t old, uint16_t new, *, bint udp=False):
+    """Patch the 16-bit checksum at csum_off for a 16-bit word changing old -> new."""
+    cdef Py_buffer view
+    cdef uint8_t *p
+    cdef Py_ssize_t n
+    cdef int rel = _get_rw(buf, &view, &p, &n)
+    try:
+        if csum_off < 0 or csum_off + 2 > n:
+            raise ValueError("checksum offset out of range")
+        _csum_fix(p + csum_off, _neg16(old), new, udp)
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+
+
+def set_ipv4_addr(buf, Py_ssize_t off, int which, uint32_t new_addr):
+    """Rewrite src (which=0) or dst (1) address, fixing IP and TCP/UDP checksums."""
+    cdef Py_buffer view
+    cdef uint8_t *p
+    cdef Py_ssize_t n, end, l4
+    cdef int ihl
+    cdef uint32_t old
+    cdef uint8_t proto
+    cdef int rel
+    if which != 0 and which != 1:
+        raise ValueError("which must be 0 (source) or 1 (destination)")
+    rel = _get_rw(buf, &view, &p, &n)
+    try:
+        ihl = _ip_hdr(p, n, off)
+        if ihl == 0:
+            raise ValueError("no IPv4 header at offset")
+        old = _rd32(p + off + 12 + 4 * which)
+        _wr32(p + off + 12 + 4 * which, new_addr)
+        _csum_fix(p + off + 10, _neg32(old), _pos32(new_addr), False)
+        if _rd16(p + off + 6) & 0x1FFF:
+            return
+        end = off + _rd16(p + off + 2)
+        if end > n:
+            end = n
+        l4 = off + ihl
+        proto = p[off + 9]
+        if proto == 6 and l4 + 18 <= end:
+            _csum_fix(p + l4 + 16, _neg32(old), _pos32(new_addr), False)
+        elif proto == 17 and l4 + 8 <= end:
+            _csum_fix(p + l4 + 6, _neg32(old), _pos32(new_addr), True)
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+
+
+def set_l4_port(buf, Py_ssize_t off, int which, uint16_t new_port):
+    """Rewrite TCP/UDP sport (0)/dport (1) or the ICMP echo id (0), fixing the L4 checksum."""
+    cdef Py_buffer view
+    cdef uint8_t *p
+    cdef Py_ssize_t n, end, l4
+    cdef int ihl
+    cdef uint32_t old
+    cdef uint8_t proto
+    cdef int rel
+    if which != 0 and which != 1:
+        raise ValueError("which must be 0 (source) or 1 (destination)")
+    rel = _get_rw(buf, &view, &p, &n)
+    try:
+        ihl = _ip_hdr(p, n, off)
+        if ihl == 0:
+            raise ValueError("no IPv4 header at offset")
+        if _rd16(p + off + 6) & 0x1FFF:
+            raise ValueError("non-first fragment has no L4 header")
+        end = off + _rd16(p + off + 2)
+        if end > n:
+            end = n
+        l4 = off + ihl
+        proto = p[off + 9]
+        if proto == 6 or proto == 17:
+            if l4 + (18 if proto == 6 else 8) > end:
+                raise ValueError("truncated L4 header")
+            old = _rd16(p + l4 + 2 * which)
+            _wr16(p + l4 + 2 * which, new_port)
+            _csum_fix(p + l4 + (16 if proto == 6 else 6), _neg16(old), new_port, proto == 17)
+        elif proto == 1:
+            if which != 0:
+                raise ValueError("ICMP has only an identifier (which=0)")
+            if l4 + 8 > end or (p[l4] != 0 and p[l4] != 8):
+                raise ValueError("not an ICMP echo request/reply")
+            old = _rd16(p + l4 + 4)
+            _wr16(p + l4 + 4, new_port)
+            _csum_fix(p + l4 + 2, _neg16(old), new_port, False)
+        else:
+            raise ValueError(f"protocol {proto} has no ports")
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+
+
+cdef void _fill_ip(uint8_t *h, uint32_t total_length, uint32_t ident, uint32_t flags_frag,
+                   uint32_t ttl, uint32_t proto, uint32_t src, uint32_t dst,
+                   uint32_t tos) noexcept nogil:
+    h[0] = 0x45
+    h[1] = tos
+    _wr16(h + 2, total_length)
+    _wr16(h + 4, ident)
+    _wr16(h + 6, flags_frag)
+    h[8] = ttl
+    h[9] = proto
+    h[10] = 0
+    h[11] = 0
+    _wr32(h + 12, src)
+    _wr32(h + 16, dst)
+    _wr16(h + 10, (~_fold(_inet_acc(h, 20, 0))) & 0xFFFF)
+
+
+def ipv4_build_header(uint16_t total_length, uint16_t ident, uint16_t flags_frag, uint8_t ttl,
+                      uint8_t proto, uint32_t src, uint32_t dst, uint8_t tos=0):
+    """20-byte IPv4 header (no options) with a correct checksum."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 20)
+    _fill_ip(<uint8_t *>PyBytes_AS_STRING(out), total_length, ident, flags_frag, ttl, proto,
+             src, dst, tos)
+    return out
+
+
+cdef inline uint64_t _pseudo(uint32_t src, uint32_t dst, uint32_t proto, uint32_t length) noexcept nogil:
+    return _pos32(src) + _pos32(dst) + proto + length
+
+
+def udp_checksum(uint32_t src, uint32_t dst, udp_segment):
+    """UDP checksum over pseudo header + segment (its checksum field read as 0); 0 -> 0xFFFF."""
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef Py_ssize_t n
+    cdef uint64_t acc
+    cdef uint32_t c
+    cdef int rel = _get_ro(udp_segment, &view, &p, &n)
+    try:
+        if n < 8 or n > 0xFFFF:
+            raise ValueError("UDP segment must be 8..65535 bytes")
+        acc = _inet_acc(p, n, _pseudo(src, dst, 17, <uint32_t>n)) - _rd16(p + 6)
+        # subtracting the stored field keeps acc >= 0: it was added above
+        c = (~_fold(acc)) & 0xFFFF
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+    return c if c else 0xFFFF
+
+
+def vxlan_encap(inner_frame, uint64_t outer_src_mac, uint64_t outer_dst_mac, uint32_t src_ip,
+                uint32_t dst_ip, uint16_t sport, uint16_t dport, uint32_t vni, uint16_t ident,
+                uint8_t ttl=64):
+    """Outer Ethernet + IPv4 + UDP (checksummed) + VXLAN header around inner_frame."""
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef Py_ssize_t n
+    cdef bytes out
+    cdef uint8_t *o
+    cdef uint8_t *u
+    cdef uint32_t ulen, c
+    cdef int rel
+    if outer_src_mac >> 48 or outer_dst_mac >> 48:
+        raise ValueError("MACs must be 48-bit values")
+    if vni >> 24:
+        raise ValueError("vni must be a 24-bit value")
+    rel = _get_ro(inner_frame, &view, &p, &n)
+    try:
+        if n + 36 > 0xFFFF:
+            raise ValueError("inner frame too large")
+        ulen = <uint32_t>(n + 16)
+        out = PyBytes_FromStringAndSize(NULL, 14 + 20 + ulen)
+        o = <uint8_t *>PyBytes_AS_STRING(out)
+        _wr48(o, outer_dst_mac)
+        _wr48(o + 6, outer_src_mac)
+        o[12] = 0x08
+        o[13] = 0x00
+        _fill_ip(o + 14, 20 + ulen, ident, 0, ttl, 17, src_ip, dst_ip, 0)
+        u = o + 34
+        _wr16(u, sport)
+        _wr16(u + 2, dport)
+        _wr16(u + 4, ulen)
+        _wr16(u + 6, 0)
+        _wr32(u + 8, 0x08000000)
+        _wr32(u + 12, vni << 8)
+        memcpy(u + 16, p, n)
+        c = (~_fold(_inet_acc(u, ulen, _pseudo(src_ip, dst_ip, 17, ulen)))) & 0xFFFF
+        _wr16(u + 6, c if c else 0xFFFF)
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+    return out
+
+
+def vxlan_decap(frame, Py_ssize_t off=14):
+    """(vni, inner_frame_offset) for an unfragmented IPv4/UDP/VXLAN packet at off, else None."""
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef Py_ssize_t n, l4
+    cdef int ihl
+    cdef uint32_t tot, ulen
+    cdef int rel
+    if off < 0:
+        raise ValueError("negative offset")
+    rel = _get_ro(frame, &view, &p, &n)
+    try:
+        ihl = _ip_hdr(p, n, off)
+        if ihl == 0 or p[off + 9] != 17 or (_rd16(p + off + 6) & 0x3FFF):
+            return None
+        tot = _rd16(p + off + 2)
+        if tot < <uint32_t>ihl + 30 or off + tot > n:
+            return None
+        l4 = off + ihl
+        ulen = _rd16(p + l4 + 4)
+        if ulen < 30 or ulen > tot - ihl or not (p[l4 + 8] & 0x08):
+            return None
+        return (_rd32(p + l4 + 12) >> 8, l4 + 16)
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+
+
+def ipip_encap(inner_ip_packet, uint32_t src_ip, uint32_t dst_ip, uint16_t ident, uint8_t ttl=64,
+               uint8_t tos=0, int df=-1):
+    """Outer IPv4 header (proto 4) + inner packet; DF copied from inner unless df is 0/1."""
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef Py_ssize_t n
+    cdef bytes out
+    cdef uint8_t *o
+    cdef uint32_t flags
+    cdef int rel = _get_ro(inner_ip_packet, &view, &p, &n)
+    try:
+        if n < 20 or (p[0] >> 4) != 4:
+            raise ValueError("inner packet is not IPv4")
+        if n + 20 > 0xFFFF:
+            raise ValueError("inner packet too large")
+        if df < 0:
+            flags = _rd16(p + 6) & 0x4000
+        else:
+            flags = 0x4000 if df else 0
+        out = PyBytes_FromStringAndSize(NULL, n + 20)
+        o = <uint8_t *>PyBytes_AS_STRING(out)
+        _fill_ip(o, <uint32_t>(n + 20), ident, flags, ttl, 4, src_ip, dst_ip, tos)
+        memcpy(o + 20, p, n)
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Hashing
+# --------------------------------------------------------------------------
+
+cdef inline uint32_t _rol32(uint32_t x, int k) noexcept nogil:
+    return (x << k) | (x >> (32 - k))
+
+
+cdef uint32_t _jhash4(uint32_t k0, uint32_t k1, uint32_t k2, uint32_t k3, uint32_t initval) noexcept nogil:
+    """Linux jhash2() over four 32-bit words."""
+    cdef uint32_t a, b, c
+    a = b = c = <uint32_t>(0xDEADBEEFU + 16U + initval)
+    a += k0
+    b += k1
+    c += k2
+    a -= c; a ^= _rol32(c, 4); c += b
+    b -= a; b ^= _rol32(a, 6); a += c
+    c -= b; c ^= _rol32(b, 8); b += a
+    a -= c; a ^= _rol32(c, 16); c += b
+    b -= a; b ^= _rol32(a, 19); a += c
+    c -= b; c ^= _rol32(b, 4); b += a
+    a += k3
+    c ^= b; c -= _rol32(b, 14)
+    a ^= c; a -= _rol32(c, 11)
+    b ^= a; b -= _rol32(a, 25)
+    c ^= b; c -= _rol32(b, 16)
+    a ^= c; a -= _rol32(c, 4)
+    b ^= a; b -= _rol32(a, 14)
+    c ^= b; c -= _rol32(b, 24)
+    return c
+
+
+def flow_hash(uint32_t src, uint32_t dst, uint8_t proto, uint16_t sport, uint16_t dport, seed):
+    """Direction-independent 32-bit jhash of a 5-tuple (endpoints sorted first)."""
+    cdef uint32_t s = <uint32_t>(PyNumber_Index(seed) & 0xFFFFFFFF)
+    if src > dst or (src == dst and sport > dport):
+        src, dst = dst, src
+        sport, dport = dport, sport
+    return _jhash4(src, dst, ((<uint32_t>sport) << 16) | dport, proto, s)
+
+
+def vxlan_source_port(uint32_t hash32, uint16_t low=32768, uint16_t high=60999):
+    """Linux udp_flow_src_port(): scale a 32-bit hash into [low, high)."""
+    if high < low:
+        raise ValueError("high must be >= low")
+    return <uint32_t>(((<uint64_t>hash32) * (high - low)) >> 32) + low

@@ -1,0 +1,799 @@
+"""Pure-Python twin of ``emu._fastpath``: same public API, same results, no compiler needed.
+
+Used when the extension is not built (or EMU_NO_EXTENSIONS=1) and as the reference in tests.
+Conventions (shared with the compiled module): addresses are host-order ints, MACs 48-bit
+ints; mutators raise ValueError for out-of-range arguments; hot-path scalar arguments that
+would not fit the compiled module's C type raise OverflowError, exactly like Cython does.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from collections.abc import Iterable
+from operator import index
+
+__all__ = [
+    "FdbTable",
+    "LpmTable",
+    "NeighTable",
+    "csum_replace2",
+    "csum_replace4",
+    "flow_hash",
+    "inet_checksum",
+    "ipip_encap",
+    "ipv4_build_header",
+    "ipv4_header_checksum_ok",
+    "parse_flow",
+    "parse_flow_batch",
+    "set_ipv4_addr",
+    "set_l4_port",
+    "ttl_decrement",
+    "udp_checksum",
+    "vxlan_decap",
+    "vxlan_encap",
+    "vxlan_source_port",
+]
+
+_H = struct.Struct("!H")
+_I = struct.Struct("!I")
+_IP_HDR = struct.Struct("!BBHHHBBHII")
+_MAX_I64 = (1 << 63) - 1
+_MASKS = [0] + [(0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(1, 33)]
+
+
+# ---------------------------------------------------------------------------
+# argument conversion mimicking Cython's C-typed parameters
+# ---------------------------------------------------------------------------
+
+
+def _cu(x: object, bits: int) -> int:
+    """Convert like Cython does for an unsigned C integer of `bits` bits."""
+    v = index(x)  # type: ignore[arg-type]
+    if v < 0:
+        raise OverflowError(f"can't convert negative value to uint{bits}_t")
+    if v >> bits:
+        raise OverflowError(f"value too large to convert to uint{bits}_t")
+    return v
+
+
+def _cs(x: object, bits: int) -> int:
+    """Convert like Cython does for a signed C integer of `bits` bits."""
+    v = index(x)  # type: ignore[arg-type]
+    if not -(1 << (bits - 1)) <= v < (1 << (bits - 1)):
+        raise OverflowError(f"value too large to convert to int{bits}_t")
+    return v
+
+
+def _cf(x: object) -> float:
+    """Convert like Cython does for a C double."""
+    if isinstance(x, float):
+        return x
+    if isinstance(x, int):
+        return float(x)
+    raise TypeError(f"must be real number, not {type(x).__name__}")
+
+
+def _words(buf: object, itemsize: int) -> memoryview:
+    """Flat view of buf as native-endian words of `itemsize` bytes (ValueError if unsuitable)."""
+    mv = memoryview(buf)  # type: ignore[arg-type]
+    if not mv.c_contiguous:
+        raise ValueError("buffer must be C-contiguous")
+    if mv.itemsize != itemsize:
+        if mv.itemsize != 1:
+            raise ValueError(f"expected a buffer of {itemsize * 8}-bit words or raw bytes")
+        if mv.nbytes % itemsize:
+            raise ValueError(f"byte buffer length must be a multiple of {itemsize}")
+    return mv.cast("B").cast("I" if itemsize == 4 else "Q")
+
+
+def _ro(buf: object) -> memoryview:
+    """Byte view for reading (TypeError if buf has no buffer)."""
+    mv = memoryview(buf)  # type: ignore[arg-type]
+    return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
+
+
+def _rw(buf: object) -> memoryview:
+    """Byte view for writing (TypeError when read-only)."""
+    mv = _ro(buf)
+    if mv.readonly:
+        raise TypeError("buffer is read-only; pass a bytearray")
+    return mv
+
+
+# ---------------------------------------------------------------------------
+# LPM
+# ---------------------------------------------------------------------------
+
+
+def _check_prefix(prefix: object, plen: object) -> tuple[int, int]:
+    p = index(prefix)  # type: ignore[arg-type]
+    n = index(plen)  # type: ignore[arg-type]
+    if not 0 <= n <= 32:
+        raise ValueError(f"plen must be in 0..32, got {n}")
+    if not 0 <= p <= 0xFFFFFFFF:
+        raise ValueError(f"prefix out of range: {p}")
+    if p & ~_MASKS[n] & 0xFFFFFFFF:
+        raise ValueError(f"prefix has host bits set beyond /{n}")
+    return p, n
+
+
+class LpmTable:
+    """Longest-prefix-match table for IPv4 prefixes mapping to non-negative ints.
+
+    One dict per prefix length; lookups probe the populated lengths longest first.
+    """
+
+    __slots__ = ("_by_len", "_lens", "_count")
+
+    def __init__(self) -> None:
+        self._by_len: dict[int, dict[int, int]] = {}
+        self._lens: list[int] = []  # populated lengths, longest first
+        self._count = 0
+
+    def insert(self, prefix: int, plen: int, value: int) -> None:
+        """Map prefix/plen to value (replacing an existing value)."""
+        p, n = _check_prefix(prefix, plen)
+        v = index(value)
+        if not 0 <= v <= _MAX_I64:
+            raise ValueError(f"value must be a non-negative int64, got {v}")
+        d = self._by_len.get(n)
+        if d is None:
+            d = self._by_len[n] = {}
+            self._lens.append(n)
+            self._lens.sort(reverse=True)
+        if p not in d:
+            self._count += 1
+        d[p] = v
+
+    def remove(self, prefix: int, plen: int) -> bool:
+        """Delete prefix/plen; True if it was present."""
+        p, n = _check_prefix(prefix, plen)
+        d = self._by_len.get(n)
+        if d is None or p not in d:
+            return False
+        del d[p]
+        self._count -= 1
+        if not d:
+            del self._by_len[n]
+            self._lens.remove(n)
+        return True
+
+    def get(self, prefix: int, plen: int) -> int:
+        """Exact-match value of prefix/plen, or -1."""
+        p, n = _check_prefix(prefix, plen)
+        d = self._by_len.get(n)
+        return -1 if d is None else d.get(p, -1)
+
+    def _find(self, addr: int) -> tuple[int, int, int] | None:
+        by_len = self._by_len
+        for n in self._lens:
+            p = addr & _MASKS[n]
+            v = by_len[n].get(p)
+            if v is not None:
+                return p, n, v
+        return None
+
+    def lookup(self, addr: int) -> int:
+        """Value of the longest prefix containing addr, or -1."""
+        hit = self._find(_cu(addr, 32))
+        return -1 if hit is None else hit[2]
+
+    def lookup_prefix(self, addr: int) -> tuple[int, int, int] | None:
+        """(prefix, plen, value) of the longest prefix containing addr, or None."""
+        return self._find(_cu(addr, 32))
+
+    def lookup_batch(self, addrs: object) -> array:
+        """Look up every uint32 in a buffer; array('q') of values (-1 = miss)."""
+        out = array("q")
+        find = self._find
+        for a in _words(addrs, 4):
+            hit = find(a)
+            out.append(-1 if hit is None else hit[2])
+        return out
+
+    def items(self) -> list[tuple[int, int, int]]:
+        """All (prefix, plen, value) sorted by (prefix, plen)."""
+        return sorted((p, n, v) for n, d in self._by_len.items() for p, v in d.items())
+
+    def clear(self) -> None:
+        """Remove all routes."""
+        self._by_len.clear()
+        self._lens.clear()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes held: the containers plus the key and value int objects."""
+        total = object.__sizeof__(self) + sys.getsizeof(self._by_len) + sys.getsizeof(self._lens)
+        for d in self._by_len.values():
+            total += sys.getsizeof(d) + sum(sys.getsizeof(p) + sys.getsizeof(v) for p, v in d.items())
+        return total
+
+    def __sizeof__(self) -> int:
+        return self.memory_bytes()
+
+    def __repr__(self) -> str:
+        return f"<LpmTable routes={self._count} py>"
+
+
+# ---------------------------------------------------------------------------
+# FDB and neighbour tables
+# ---------------------------------------------------------------------------
+
+
+def _fdb_key(mac: object, vlan: object) -> tuple[int, int]:
+    m = _cu(mac, 64)
+    v = _cu(vlan, 32)
+    if m >> 48:
+        raise ValueError("mac must be a 48-bit value")
+    if v > 4095:
+        raise ValueError("vlan must be in 0..4095")
+    return m, v
+
+
+class FdbTable:
+    """Bridge forwarding database: (mac, vlan) -> port with Linux-style ageing.
+
+    Dynamic entries older than ageing_time (now - updated > ageing_time) are invisible
+    to lookups/entries but stay stored until expire() (or a learn, which treats them as
+    new).  Static entries never age or move.
+    """
+
+    __slots__ = ("_ageing", "_e")
+
+    def __init__(self, ageing_time: float = 300.0) -> None:
+        a = _cf(ageing_time)
+        if not a >= 0.0:
+            raise ValueError("ageing_time must be >= 0")
+        self._ageing = a
+        # (mac, vlan) -> [port, updated, is_static]
+        self._e: dict[tuple[int, int], list] = {}
+
+    @property
+    def ageing_time(self) -> float:
+        """Seconds after which a dynamic entry is considered gone."""
+        return self._ageing
+
+    @ageing_time.setter
+    def ageing_time(self, value: float) -> None:
+        a = _cf(value)
+        if not a >= 0.0:
+            raise ValueError("ageing_time must be >= 0")
+        self._ageing = a
+
+    def learn(self, mac: int, vlan: int, port: int, now: float) -> int:
+        """Learn mac on port: 0 refreshed/unchanged (or static), 1 new, 2 moved."""
+        key = _fdb_key(mac, vlan)
+        port = _cs(port, 64)
+        now = _cf(now)
+        e = self._e.get(key)
+        if e is None:
+            self._e[key] = [port, now, False]
+            return 1
+        if e[2]:
+            return 0
+        if now - e[1] > self._ageing:
+            e[0] = port
+            e[1] = now
+            return 1
+        e[1] = now
+        if e[0] != port:
+            e[0] = port
+            return 2
+        return 0
+
+    def add_static(self, mac: int, vlan: int, port: int) -> None:
+        """Add (or convert to) a permanent entry."""
+        key = _fdb_key(mac, vlan)
+        self._e[key] = [_cs(port, 64), 0.0, True]
+
+    def remove(self, mac: int, vlan: int) -> bool:
+        """Delete an entry (static or not); True if it existed."""
+        return self._e.pop(_fdb_key(mac, vlan), None) is not None
+
+    def lookup(self, mac: int, vlan: int, now: float) -> int:
+        """Port for (mac, vlan), or -1 if absent or aged out."""
+        e = self._e.get(_fdb_key(mac, vlan))
+        now = _cf(now)
+        if e is None or (not e[2] and now - e[1] > self._ageing):
+            return -1
+        return e[0]
+
+    def lookup_batch(self, macs: object, vlan: int, now: float) -> array:
+        """Ports for a buffer of uint64 MACs on one vlan; array('q'), -1 = miss."""
+        vlan = _cu(vlan, 32)
+        now = _cf(now)
+        words = _words(macs, 8)
+        if vlan > 4095:
+            raise ValueError("vlan must be in 0..4095")
+        out = array("q")
+        get = self._e.get
+        age = self._ageing
+        for m in words:
+            e = None if m >> 48 else get((m, vlan))
+            out.append(e[0] if e is not None and (e[2] or not now - e[1] > age) else -1)
+        return out
+
+    def expire(self, now: float) -> list[tuple[int, int, int]]:
+        """Remove aged dynamic entries; returns their (mac, vlan, port) sorted."""
+        now = _cf(now)
+        gone = sorted(
+            (k[0], k[1], e[0]) for k, e in self._e.items() if not e[2] and now - e[1] > self._ageing
+        )
+        for mac, vlan, _ in gone:
+            del self._e[(mac, vlan)]
+        return gone
+
+    def flush_port(self, port: int) -> int:
+        """Remove all dynamic entries on port (aged or not); returns the count."""
+        port = _cs(port, 64)
+        keys = [k for k, e in self._e.items() if not e[2] and e[0] == port]
+        for k in keys:
+            del self._e[k]
+        return len(keys)
+
+    def entries(self, now: float) -> list[tuple[int, int, int, bool, float]]:
+        """Live entries (mac, vlan, port, is_static, updated) sorted by (mac, vlan)."""
+        now = _cf(now)
+        out = []
+        for (mac, vlan), (port, updated, static) in self._e.items():
+            if static:
+                out.append((mac, vlan, port, True, 0.0))
+            elif not now - updated > self._ageing:
+                out.append((mac, vlan, port, False, updated))
+        out.sort()
+        return out
+
+    def __len__(self) -> int:
+        """Stored entries, including aged ones not yet expired."""
+        return len(self._e)
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes held by the dict and its entries."""
+        return object.__sizeof__(self) + sys.getsizeof(self._e) + sum(
+            sys.getsizeof(k) + sys.getsizeof(e) for k, e in self._e.items()
+        )
+
+
+class NeighTable:
+    """Per-interface IPv4 neighbour records: ip -> (mac or -1, state, updated)."""
+
+    __slots__ = ("_e",)
+
+    def __init__(self) -> None:
+        self._e: dict[int, tuple[int, int, float]] = {}
+
+    def set(self, ip: int, mac: int, state: int, updated: float) -> None:
+        """Create or overwrite the record for ip."""
+        ip = index(ip)
+        mac = index(mac)
+        state = index(state)
+        updated = _cf(updated)
+        if not 0 <= ip <= 0xFFFFFFFF:
+            raise ValueError("ip out of range")
+        if not -1 <= mac <= 0xFFFFFFFFFFFF:
+            raise ValueError("mac must be -1 or a 48-bit value")
+        if not -0x80000000 <= state <= 0x7FFFFFFF:
+            raise ValueError("state must fit in int32")
+        self._e[ip] = (mac, state, updated)
+
+    def get(self, ip: int) -> tuple[int, int, float] | None:
+        """(mac, state, updated) for ip, or None."""
+        return self._e.get(_cu(ip, 32))
+
+    def remove(self, ip: int) -> bool:
+        """Delete the record for ip; True if it existed."""
+        return self._e.pop(_cu(ip, 32), None) is not None
+
+    def items(self) -> list[tuple[int, int, int, float]]:
+        """All (ip, mac, state, updated) sorted by ip."""
+        return sorted((ip, *rec) for ip, rec in self._e.items())
+
+    def lookup_batch(self, ips: object) -> array:
+        """MAC for each uint32 ip in a buffer; array('q'), -1 = none."""
+        get = self._e.get
+        out = array("q")
+        for ip in _words(ips, 4):
+            rec = get(ip)
+            out.append(-1 if rec is None else rec[0])
+        return out
+
+    def __len__(self) -> int:
+        return len(self._e)
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes held by the dict and its records."""
+        return object.__sizeof__(self) + sys.getsizeof(self._e) + sum(
+            sys.getsizeof(rec) for rec in self._e.values()
+        )
+
+
+# ---------------------------------------------------------------------------
+# checksums
+# ---------------------------------------------------------------------------
+
+
+def _acc(mv: memoryview | bytes, start: int, end: int, acc: int = 0) -> int:
+    """Sum of big-endian 16-bit words of mv[start:end] (odd tail zero-padded)."""
+    chunk = bytes(mv[start:end])
+    if len(chunk) & 1:
+        chunk += b"\0"
+    return acc + sum(struct.unpack(f"!{len(chunk) // 2}H", chunk))
+
+
+def _fold(s: int) -> int:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def _fix(mv: memoryview, pos: int, neg_old: int, pos_new: int, udp: bool) -> None:
+    """RFC 1624 eqn. 3 on the checksum at mv[pos:pos+2]."""
+    hc = (mv[pos] << 8) | mv[pos + 1]
+    if udp and hc == 0:
+        return
+    nc = ~_fold((~hc & 0xFFFF) + neg_old + pos_new) & 0xFFFF
+    if udp and nc == 0:
+        nc = 0xFFFF
+    mv[pos] = nc >> 8
+    mv[pos + 1] = nc & 0xFF
+
+
+def _neg32(v: int) -> int:
+    return (~(v >> 16) & 0xFFFF) + (~v & 0xFFFF)
+
+
+def _pos32(v: int) -> int:
+    return (v >> 16) + (v & 0xFFFF)
+
+
+def inet_checksum(data: bytes | bytearray | memoryview, off: int = 0, length: int = -1) -> int:
+    """RFC 1071 checksum (complemented one's complement sum) of data[off:off+length]."""
+    mv = _ro(data)
+    off = _cs(off, 64)
+    length = _cs(length, 64)
+    n = len(mv)
+    if off < 0 or off > n:
+        raise ValueError("offset out of range")
+    if length == -1:
+        length = n - off
+    elif length < 0 or off + length > n:
+        raise ValueError("length out of range")
+    return ~_fold(_acc(mv, off, off + length)) & 0xFFFF
+
+
+def _ip_hdr(mv: memoryview, off: int) -> int:
+    """IHL in bytes if a plausible IPv4 header starts at off, else 0."""
+    n = len(mv)
+    if off < 0 or n - off < 20 or mv[off] >> 4 != 4:
+        return 0
+    ihl = (mv[off] & 15) * 4
+    if ihl < 20 or n - off < ihl:
+        return 0
+    return ihl
+
+
+def ipv4_header_checksum_ok(data: bytes | bytearray | memoryview, off: int = 14) -> bool:
+    """True when an IPv4 header at off is present and its checksum verifies."""
+    mv = _ro(data)
+    ihl = _ip_hdr(mv, _cs(off, 64))
+    return ihl != 0 and _fold(_acc(mv, off, off + ihl)) == 0xFFFF
+
+
+def _rd16(mv: memoryview, pos: int) -> int:
+    return (mv[pos] << 8) | mv[pos + 1]
+
+
+def _parse(mv: memoryview, off: int) -> tuple | None:
+    n = len(mv)
+    if n - off < 20 or mv[off] >> 4 != 4:
+        return None
+    ihl = (mv[off] & 15) * 4
+    if ihl < 20:
+        return None
+    tot = _rd16(mv, off + 2)
+    if tot < ihl or off + tot > n:
+        return None
+    _, _, _, _, frag, ttl, proto, _, src, dst = _IP_HDR.unpack_from(mv, off)
+    sport = dport = 0
+    if frag & 0x1FFF == 0:
+        l4 = off + ihl
+        l4len = tot - ihl
+        if proto in (6, 17):
+            if l4len >= 4:
+                sport = _rd16(mv, l4)
+                dport = _rd16(mv, l4 + 2)
+        elif proto == 1 and l4len >= 2:
+            typ = mv[l4]
+            dport = (typ << 8) | mv[l4 + 1]
+            if typ in (0, 8) and l4len >= 6:
+                sport = _rd16(mv, l4 + 4)
+    return (src, dst, proto, sport, dport, ttl, ihl, tot, frag)
+
+
+def parse_flow(frame: bytes | bytearray | memoryview, off: int = 14) -> tuple | None:
+    """(src, dst, proto, sport, dport, ttl, ihl_bytes, total_length, frag_field) or None."""
+    off = _cs(off, 64)
+    if off < 0:
+        raise ValueError("negative offset")
+    return _parse(_ro(frame), off)
+
+
+def parse_flow_batch(frames: Iterable, off: int = 14) -> list:
+    """parse_flow over a sequence of frames; list of tuples/None."""
+    off = _cs(off, 64)
+    if off < 0:
+        raise ValueError("negative offset")
+    return [_parse(_ro(f), off) for f in frames]
+
+
+def ttl_decrement(buf: bytearray, off: int = 14) -> int:
+    """Decrement the IPv4 TTL in place, patching the header checksum; returns new TTL."""
+    mv = _rw(buf)
+    off = _cs(off, 64)
+    if _ip_hdr(mv, off) == 0:
+        raise ValueError("no IPv4 header at offset")
+    ttl = mv[off + 8]
+    if ttl == 0:
+        raise ValueError("TTL is already 0")
+    old = _rd16(mv, off + 8)
+    mv[off + 8] = ttl - 1
+    _fix(mv, off + 10, ~old & 0xFFFF, old - 0x100, False)
+    return ttl - 1
+
+
+def csum_replace4(buf: bytearray, csum_off: int, old: int, new: int, *, udp: bool = False) -> None:
+    """Patch the 16-bit checksum at csum_off for a 32-bit word changing old -> new."""
+    mv = _rw(buf)
+    csum_off = _cs(csum_off, 64)
+    old = _cu(old, 32)
+    new = _cu(new, 32)
+    if csum_off < 0 or csum_off + 2 > len(mv):
+        raise ValueError("checksum offset out of range")
+    _fix(mv, csum_off, _neg32(old), _pos32(new), bool(udp))
+
+
+def csum_replace2(buf: bytearray, csum_off: int, old: int, new: int, *, udp: bool = False) -> None:
+    """Patch the 16-bit checksum at csum_off for a 16-bit word changing old -> new."""
+    mv = _rw(buf)
+    csum_off = _cs(csum_off, 64)
+    old = _cu(old, 16)
+    new = _cu(new, 16)
+    if csum_off < 0 or csum_off + 2 > len(mv):
+        raise ValueError("checksum offset out of range")
+    _fix(mv, csum_off, ~old & 0xFFFF, new, bool(udp))
+
+
+def set_ipv4_addr(buf: bytearray, off: int, which: int, new_addr: int) -> None:
+    """Rewrite src (which=0) or dst (1) address, fixing IP and TCP/UDP checksums."""
+    off = _cs(off, 64)
+    which = _cs(which, 32)
+    new_addr = _cu(new_addr, 32)
+    if which not in (0, 1):
+        raise ValueError("which must be 0 (source) or 1 (destination)")
+    mv = _rw(buf)
+    ihl = _ip_hdr(mv, off)
+    if ihl == 0:
+        raise ValueError("no IPv4 header at offset")
+    pos = off + 12 + 4 * which
+    old = _I.unpack_from(mv, pos)[0]
+    _I.pack_into(mv, pos, new_addr)
+    neg, new = _neg32(old), _pos32(new_addr)
+    _fix(mv, off + 10, neg, new, False)
+    if _rd16(mv, off + 6) & 0x1FFF:
+        return
+    end = min(off + _rd16(mv, off + 2), len(mv))
+    l4 = off + ihl
+    proto = mv[off + 9]
+    if proto == 6 and l4 + 18 <= end:
+        _fix(mv, l4 + 16, neg, new, False)
+    elif proto == 17 and l4 + 8 <= end:
+        _fix(mv, l4 + 6, neg, new, True)
+
+
+def set_l4_port(buf: bytearray, off: int, which: int, new_port: int) -> None:
+    """Rewrite TCP/UDP sport (0)/dport (1) or the ICMP echo id (0), fixing the L4 checksum."""
+    off = _cs(off, 64)
+    which = _cs(which, 32)
+    new_port = _cu(new_port, 16)
+    if which not in (0, 1):
+        raise ValueError("which must be 0 (source) or 1 (destination)")
+    mv = _rw(buf)
+    ihl = _ip_hdr(mv, off)
+    if ihl == 0:
+        raise ValueError("no IPv4 header at offset")
+    if _rd16(mv, off + 6) & 0x1FFF:
+        raise ValueError("non-first fragment has no L4 header")
+    end = min(off + _rd16(mv, off + 2), len(mv))
+    l4 = off + ihl
+    proto = mv[off + 9]
+    if proto in (6, 17):
+        if l4 + (18 if proto == 6 else 8) > end:
+            raise ValueError("truncated L4 header")
+        pos = l4 + 2 * which
+        csum = l4 + (16 if proto == 6 else 6)
+    elif proto == 1:
+        if which != 0:
+            raise ValueError("ICMP has only an identifier (which=0)")
+        if l4 + 8 > end or mv[l4] not in (0, 8):
+            raise ValueError("not an ICMP echo request/reply")
+        pos = l4 + 4
+        csum = l4 + 2
+    else:
+        raise ValueError(f"protocol {proto} has no ports")
+    old = _rd16(mv, pos)
+    _H.pack_into(mv, pos, new_port)
+    _fix(mv, csum, ~old & 0xFFFF, new_port, proto == 17)
+
+
+def _ip_header(total_length: int, ident: int, flags_frag: int, ttl: int, proto: int,
+               src: int, dst: int, tos: int) -> bytes:
+    h = bytearray(_IP_HDR.pack(0x45, tos, total_length, ident, flags_frag, ttl, proto, 0, src, dst))
+    _H.pack_into(h, 10, ~_fold(_acc(h, 0, 20)) & 0xFFFF)
+    return bytes(h)
+
+
+def ipv4_build_header(total_length: int, ident: int, flags_frag: int, ttl: int, proto: int,
+                      src: int, dst: int, tos: int = 0) -> bytes:
+    """20-byte IPv4 header (no options) with a correct checksum."""
+    return _ip_header(_cu(total_length, 16), _cu(ident, 16), _cu(flags_frag, 16), _cu(ttl, 8),
+                      _cu(proto, 8), _cu(src, 32), _cu(dst, 32), _cu(tos, 8))
+
+
+def _pseudo(src: int, dst: int, proto: int, length: int) -> int:
+    return _pos32(src) + _pos32(dst) + proto + length
+
+
+def udp_checksum(src: int, dst: int, udp_segment: bytes | bytearray | memoryview) -> int:
+    """UDP checksum over pseudo header + segment (its checksum field read as 0); 0 -> 0xFFFF."""
+    src = _cu(src, 32)
+    dst = _cu(dst, 32)
+    mv = _ro(udp_segment)
+    n = len(mv)
+    if n < 8 or n > 0xFFFF:
+        raise ValueError("UDP segment must be 8..65535 bytes")
+    acc = _acc(mv, 0, n, _pseudo(src, dst, 17, n)) - _rd16(mv, 6)
+    c = ~_fold(acc) & 0xFFFF
+    return c or 0xFFFF
+
+
+def vxlan_encap(inner_frame: bytes | bytearray | memoryview, outer_src_mac: int, outer_dst_mac: int,
+                src_ip: int, dst_ip: int, sport: int, dport: int, vni: int, ident: int,
+                ttl: int = 64) -> bytes:
+    """Outer Ethernet + IPv4 + UDP (checksummed) + VXLAN header around inner_frame."""
+    smac = _cu(outer_src_mac, 64)
+    dmac = _cu(outer_dst_mac, 64)
+    src_ip = _cu(src_ip, 32)
+    dst_ip = _cu(dst_ip, 32)
+    sport = _cu(sport, 16)
+    dport = _cu(dport, 16)
+    vni = _cu(vni, 32)
+    ident = _cu(ident, 16)
+    ttl = _cu(ttl, 8)
+    if smac >> 48 or dmac >> 48:
+        raise ValueError("MACs must be 48-bit values")
+    if vni >> 24:
+        raise ValueError("vni must be a 24-bit value")
+    inner = bytes(_ro(inner_frame))
+    if len(inner) + 36 > 0xFFFF:
+        raise ValueError("inner frame too large")
+    ulen = len(inner) + 16
+    udp = bytearray(struct.pack("!HHHHII", sport, dport, ulen, 0, 0x08000000, vni << 8)) + inner
+    c = ~_fold(_acc(udp, 0, ulen, _pseudo(src_ip, dst_ip, 17, ulen))) & 0xFFFF
+    _H.pack_into(udp, 6, c or 0xFFFF)
+    eth = dmac.to_bytes(6, "big") + smac.to_bytes(6, "big") + b"\x08\x00"
+    return eth + _ip_header(20 + ulen, ident, 0, ttl, 17, src_ip, dst_ip, 0) + bytes(udp)
+
+
+def vxlan_decap(frame: bytes | bytearray | memoryview, off: int = 14) -> tuple[int, int] | None:
+    """(vni, inner_frame_offset) for an unfragmented IPv4/UDP/VXLAN packet at off, else None."""
+    off = _cs(off, 64)
+    if off < 0:
+        raise ValueError("negative offset")
+    mv = _ro(frame)
+    ihl = _ip_hdr(mv, off)
+    if ihl == 0 or mv[off + 9] != 17 or _rd16(mv, off + 6) & 0x3FFF:
+        return None
+    tot = _rd16(mv, off + 2)
+    if tot < ihl + 30 or off + tot > len(mv):
+        return None
+    l4 = off + ihl
+    ulen = _rd16(mv, l4 + 4)
+    if ulen < 30 or ulen > tot - ihl or not mv[l4 + 8] & 0x08:
+        return None
+    return _I.unpack_from(mv, l4 + 12)[0] >> 8, l4 + 16
+
+
+def ipip_encap(inner_ip_packet: bytes | bytearray | memoryview, src_ip: int, dst_ip: int, ident: int,
+               ttl: int = 64, tos: int = 0, df: int = -1) -> bytes:
+    """Outer IPv4 header (proto 4) + inner packet; DF copied from inner unless df is 0/1."""
+    src_ip = _cu(src_ip, 32)
+    dst_ip = _cu(dst_ip, 32)
+    ident = _cu(ident, 16)
+    ttl = _cu(ttl, 8)
+    tos = _cu(tos, 8)
+    df = _cs(df, 32)
+    inner = bytes(_ro(inner_ip_packet))
+    n = len(inner)
+    if n < 20 or inner[0] >> 4 != 4:
+        raise ValueError("inner packet is not IPv4")
+    if n + 20 > 0xFFFF:
+        raise ValueError("inner packet too large")
+    flags = ((inner[6] << 8) & 0x4000) if df < 0 else (0x4000 if df else 0)
+    return _ip_header(n + 20, ident, flags, ttl, 4, src_ip, dst_ip, tos) + inner
+
+
+# ---------------------------------------------------------------------------
+# hashing
+# ---------------------------------------------------------------------------
+
+_M32 = 0xFFFFFFFF
+
+
+def _rol32(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & _M32
+
+
+def _jhash4(k0: int, k1: int, k2: int, k3: int, initval: int) -> int:
+    """Linux jhash2() over four 32-bit words."""
+    a = b = c = (0xDEADBEEF + 16 + initval) & _M32
+    a = (a + k0) & _M32
+    b = (b + k1) & _M32
+    c = (c + k2) & _M32
+    # __jhash_mix
+    a = ((a - c) & _M32) ^ _rol32(c, 4)
+    c = (c + b) & _M32
+    b = ((b - a) & _M32) ^ _rol32(a, 6)
+    a = (a + c) & _M32
+    c = ((c - b) & _M32) ^ _rol32(b, 8)
+    b = (b + a) & _M32
+    a = ((a - c) & _M32) ^ _rol32(c, 16)
+    c = (c + b) & _M32
+    b = ((b - a) & _M32) ^ _rol32(a, 19)
+    a = (a + c) & _M32
+    c = ((c - b) & _M32) ^ _rol32(b, 4)
+    b = (b + a) & _M32
+    a = (a + k3) & _M32
+    # __jhash_final
+    c ^= b
+    c = (c - _rol32(b, 14)) & _M32
+    a ^= c
+    a = (a - _rol32(c, 11)) & _M32
+    b ^= a
+    b = (b - _rol32(a, 25)) & _M32
+    c ^= b
+    c = (c - _rol32(b, 16)) & _M32
+    a ^= c
+    a = (a - _rol32(c, 4)) & _M32
+    b ^= a
+    b = (b - _rol32(a, 14)) & _M32
+    c ^= b
+    c = (c - _rol32(b, 24)) & _M32
+    return c
+
+
+def flow_hash(src: int, dst: int, proto: int, sport: int, dport: int, seed: int) -> int:
+    """Direction-independent 32-bit jhash of a 5-tuple (endpoints sorted first)."""
+    src = _cu(src, 32)
+    dst = _cu(dst, 32)
+    proto = _cu(proto, 8)
+    sport = _cu(sport, 16)
+    dport = _cu(dport, 16)
+    s = index(seed) & _M32
+    if (src, sport) > (dst, dport):
+        src, dst, sport, dport = dst, src, dport, sport
+    return _jhash4(src, dst, (sport << 16) | dport, proto, s)
+
+
+def vxlan_source_port(hash32: int, low: int = 32768, high: int = 60999) -> int:
+    """Linux udp_flow_src_port(): scale a 32-bit hash into [low, high)."""
+    hash32 = _cu(hash32, 32)
+    low = _cu(low, 16)
+    high = _cu(high, 16)
+    if high < low:
+        raise ValueError("high must be >= low")
+    return ((hash32 * (high - low)) >> 32) + low

@@ -1,0 +1,1 @@
+"""Host applications: ping, traceroute, UDP and TCP endpoints."""

@@ -1,0 +1,154 @@
+"""A lab: namespaces and underlay segments on one virtual clock, with captures and the trace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from emu import fastpath
+from emu.clock import Clock
+from emu.net.errors import NetError
+from emu.net.namespace import Namespace
+from emu.net.segment import Segment
+from emu.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, Record, write_pcapng
+from emu.trace import Decision, Trace
+
+if TYPE_CHECKING:
+    from emu.net.link import Link
+
+EPOCH = 1_705_147_200.0  # 2024-01-13 12:00 UTC, the day of the study notes: virtual t=0 in pcaps
+
+
+@dataclass
+class Capture:
+    """A capture point on one interface; `records` fill as frames pass."""
+
+    netns: str
+    ifname: str
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.netns}/{self.ifname}"
+
+
+class Lab:
+    """Holds namespaces on one deterministic clock: same seed, same frames, same bytes."""
+
+    def __init__(self, seed: int = 0, *, pure_python: bool | None = None, trace: bool = True) -> None:
+        self.seed = seed
+        self.tables = fastpath.load(pure_python)
+        self.clock = Clock(seed)
+        self.hash_seed = self.clock.rng.getrandbits(32)
+        self.namespaces: dict[str, Namespace] = {}
+        self.segments: dict[str, Segment] = {}
+        self.trace = Trace(enabled=trace)
+        self.captures: dict[tuple[str, str], Capture] = {}
+        self._captured_links: set[int] = set()
+        self._hop: dict[tuple[int, str], list[str]] = {}
+        self._records: list[Record] = []
+        self._pid = 0
+        self.version = 0
+        self.by_pid: dict[int, list[Decision]] = {}
+
+    # --- objects -----------------------------------------------------------------
+    def netns(self, name: str) -> Namespace:
+        """`ip netns add NAME` (returns the existing one when it is there)."""
+        if name not in self.namespaces:
+            if not name or "/" in name or len(name) > 64:
+                raise NetError(f'Invalid netns name "{name}"', rc=1)
+            self.namespaces[name] = Namespace(self, name)
+        return self.namespaces[name]
+
+    def __getitem__(self, name: str) -> Namespace:
+        try:
+            return self.namespaces[name]
+        except KeyError:
+            raise NetError(f'Cannot open network namespace "{name}": No such file or directory', rc=1) from None
+
+    def segment(self, name: str) -> Segment:
+        if name not in self.segments:
+            self.segments[name] = Segment(self, name)
+        return self.segments[name]
+
+    def random_mac(self) -> int:
+        """A locally administered unicast MAC from the lab's seeded generator."""
+        raw = self.clock.rng.getrandbits(48)
+        return (raw & ~(0x01 << 40) | (0x02 << 40)) & 0xFFFFFFFFFFFF
+
+    def new_pid(self) -> int:
+        self._pid += 1
+        return self._pid
+
+    def bump(self) -> None:
+        """Some table changed: flows compiled from the old state are invalid."""
+        self.version += 1
+
+    # --- time -------------------------------------------------------------------------
+    def run(self, seconds: float) -> None:
+        self.clock.run_for(seconds)
+
+    def settle(self, limit: float = 10.0) -> None:
+        """Runs until no event is pending (or `limit` virtual seconds pass)."""
+        end = self.clock.now + limit
+        while True:
+            nxt = self.clock.next_time()
+            if nxt is None or nxt > end:
+                break
+            self.clock.step()
+
+    # --- the trace and the captures ---------------------------------------------------
+    def record(self, d: Decision, pid: int) -> None:
+        self.trace.add(d)
+        if self.trace.enabled:
+            self.by_pid.setdefault(pid, []).append(d)
+        hop = self._hop.get((pid, d.netns))
+        if hop is None:
+            hop = self._hop[(pid, d.netns)] = []
+        text = d.detail if d.drop is None else f"drop {d.drop.value}: {d.detail}"
+        hop.append(text)
+
+    def decisions(self, pid: int) -> list[Decision]:
+        """The ordered decisions taken for frame `pid` at every hop."""
+        return list(self.by_pid.get(pid, []))
+
+    def capture(self, netns: str, ifname: str) -> Capture:
+        """Starts capturing on `netns/ifname` (both directions)."""
+        link = self[netns].link(ifname)
+        key = (netns, ifname)
+        if key not in self.captures:
+            self.captures[key] = Capture(netns, ifname)
+        self._captured_links.add(id(link))
+        return self.captures[key]
+
+    def capture_all(self) -> None:
+        for ns in self.namespaces.values():
+            for link in ns.sorted_links():
+                if link.kind != "loopback":
+                    self.capture(ns.name, link.ifname)
+
+    def capture_point(self, link: Link, frame: bytes, direction: str, pid: int) -> None:
+        """Called by every link on rx and tx; starts a new hop context on rx."""
+        key = (pid, link.ns.name)
+        if direction == "in" and link.master is None:
+            hop = self._hop[key] = []
+        else:
+            hop = self._hop.setdefault(key, [])
+        if id(link) not in self._captured_links:
+            return
+        cap = self.captures.get((link.ns.name, link.ifname))
+        if cap is None:
+            return
+        comments = hop if direction == "in" else list(hop)
+        rec = Record(self.clock.now, cap.name, frame, direction, comments,
+                     LINKTYPE_RAW if link.l3 else LINKTYPE_ETHERNET)
+        cap.records.append(rec)
+        self._records.append(rec)
+
+    def records(self, names: set[str] | None = None) -> list[Record]:
+        """Capture records in the order they happened, optionally only from the named points."""
+        return [r for r in self._records if names is None or r.ifname in names]
+
+    def write_pcap(self, path: str, names: set[str] | None = None) -> int:
+        """Writes the captured frames (all points, or `names`) to one pcapng file."""
+        return write_pcapng(path, self.records(names), EPOCH)

@@ -1,0 +1,187 @@
+"""Network devices: what every link has (name, index, MAC, MTU, state, counters) and how each kind moves frames.
+
+A link's `xmit()` sends a frame out of it (the namespace has already routed it); its `rx()` is
+called when a frame arrives from the wire. Frames are Ethernet `bytes`, except on L3 links (ipip),
+which carry bare IPv4 packets as Linux does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from emu.net.addr import int2mac
+from emu.trace import Drop
+
+if TYPE_CHECKING:
+    from emu.net.namespace import Namespace
+    from emu.net.segment import Segment
+
+
+@dataclass
+class Counters:
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    rx_dropped: int = 0
+    tx_packets: int = 0
+    tx_bytes: int = 0
+    tx_dropped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Address:
+    """An IPv4 address on a link, as `ip addr` holds it."""
+
+    local: int
+    plen: int
+    scope: int = 0
+    secondary: bool = False
+    broadcast: int | None = None
+    label: str = ""
+
+
+@dataclass
+class Link:
+    """A device in one namespace. Subclasses are the kinds (`ip link add ... type KIND`)."""
+
+    ns: Namespace
+    ifname: str
+    ifindex: int
+    mac: int
+    mtu: int = 1500
+    up: bool = False
+    addrs: list[Address] = field(default_factory=list)
+    counters: Counters = field(default_factory=Counters)
+    master: Link | None = None
+    hairpin: bool = False  # as a bridge port: may send a frame back out of the port it came in on
+    delay: float = 0.000005  # one-way latency of the wire behind this link
+    kind = "ether"
+    link_type = "ether"
+    l3 = False  # carries bare IP packets, no Ethernet header
+    noarp = False
+
+    # --- state -------------------------------------------------------------
+    @property
+    def carrier(self) -> bool:
+        return self.up
+
+    @property
+    def running(self) -> bool:
+        return self.up and self.carrier
+
+    @property
+    def operstate(self) -> str:
+        if not self.up:
+            return "DOWN"
+        return "UP" if self.carrier else "LOWERLAYERDOWN"
+
+    def flags(self) -> list[str]:
+        flags = ["POINTOPOINT", "NOARP"] if self.l3 else ["BROADCAST", "MULTICAST"]
+        if self.up:
+            flags.append("UP")
+        if self.running:
+            flags.append("LOWER_UP")
+        elif self.up:
+            flags.insert(0, "NO-CARRIER")
+        return flags
+
+    @property
+    def mac_str(self) -> str:
+        return int2mac(self.mac)
+
+    # --- frames ------------------------------------------------------------
+    def xmit(self, frame: bytes, pid: int) -> None:
+        """Sends `frame` out: counts, captures, then hands it to the wire of this kind."""
+        if not self.running:
+            self.counters.tx_dropped += 1
+            self.ns.drop(self, pid, Drop.IFACE_DOWN if not self.up else Drop.NO_CARRIER, "link not running")
+            return
+        self.counters.tx_packets += 1
+        self.counters.tx_bytes += len(frame)
+        self.ns.lab.capture_point(self, frame, "out", pid)
+        self.wire(frame, pid)
+
+    def wire(self, frame: bytes, pid: int) -> None:
+        """What this kind does with a transmitted frame; the default swallows it (dummy, ifb)."""
+
+    def rx(self, frame: bytes, pid: int) -> None:
+        """A frame arrives from the wire."""
+        if not self.running:
+            self.counters.rx_dropped += 1
+            self.ns.drop(self, pid, Drop.IFACE_DOWN, "link down", frame=frame, direction="in")
+            return
+        self.counters.rx_packets += 1
+        self.counters.rx_bytes += len(frame)
+        self.ns.lab.capture_point(self, frame, "in", pid)
+        if self.master is not None:
+            self.master.port_input(self, frame, pid)  # type: ignore[attr-defined]
+        else:
+            self.ns.stack.l2_input(self, frame, pid)
+
+    def detail(self) -> dict[str, object]:
+        """Kind-specific attributes for `ip -d link` and JSON."""
+        return {}
+
+
+class Loopback(Link):
+    kind = "loopback"
+    link_type = "loopback"
+
+    def flags(self) -> list[str]:
+        return ["LOOPBACK"] + (["UP", "LOWER_UP"] if self.up else [])
+
+    @property
+    def operstate(self) -> str:
+        return "UNKNOWN" if self.up else "DOWN"
+
+    def wire(self, frame: bytes, pid: int) -> None:
+        self.ns.lab.clock.call_later(0.0, lambda: self.rx(frame, pid))
+
+
+@dataclass
+class Veth(Link):
+    peer: Veth | None = None
+    kind = "veth"
+
+    @property
+    def carrier(self) -> bool:
+        return self.up and self.peer is not None and self.peer.up
+
+    def wire(self, frame: bytes, pid: int) -> None:
+        peer = self.peer
+        assert peer is not None
+        self.ns.lab.clock.call_later(self.delay, lambda: peer.rx(frame, pid))
+
+
+class Dummy(Link):
+    kind = "dummy"
+
+    @property
+    def operstate(self) -> str:
+        return "UNKNOWN" if self.up else "DOWN"
+
+
+class Ifb(Dummy):
+    kind = "ifb"
+
+
+@dataclass
+class Nic(Link):
+    """A physical-style NIC whose wire is an underlay segment shared with other hosts."""
+
+    segment: Segment | None = None
+    kind = "nic"
+
+    @property
+    def carrier(self) -> bool:
+        return self.up and self.segment is not None
+
+    def wire(self, frame: bytes, pid: int) -> None:
+        assert self.segment is not None
+        self.segment.send(self, frame, pid)
+
+    def detail(self) -> dict[str, object]:
+        return {"segment": self.segment.name if self.segment else None}

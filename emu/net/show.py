@@ -1,0 +1,337 @@
+"""The human and JSON views of a namespace, in the exact formats of iproute2 6.1 and net-tools."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from emu.net.addr import int2ip, int2mac, mask
+from emu.net.bridge import Bridge
+from emu.net.link import Dummy, Link, Loopback, Veth
+from emu.net.neigh import FAILED, INCOMPLETE, PERMANENT, STATE_NAMES
+from emu.net.route import (
+    BROADCAST,
+    LOCAL,
+    SCOPE_NAMES,
+    TABLE_LOCAL,
+    TABLE_MAIN,
+    TABLE_NAMES,
+    UNICAST,
+    Route,
+)
+
+if TYPE_CHECKING:
+    from emu.net.namespace import Namespace
+
+FOREVER = 4294967295
+
+
+def dumps(obj: Any) -> str:
+    """iproute2's JSON: compact, keys in insertion order, one line."""
+    return json.dumps(obj, separators=(",", ":")) + "\n"
+
+
+# --- links and addresses ----------------------------------------------------------------
+def _qdisc(link: Link) -> str:
+    if not link.up:
+        return "noop"
+    return "pfifo_fast" if type(link) is not Dummy and link.kind == "ifb" else "noqueue"
+
+
+def _txqlen(link: Link) -> int:
+    return 32 if link.kind == "ifb" else 1000
+
+
+def _flags(link: Link) -> list[str]:
+    flags = link.flags()
+    if link.kind == "ifb":
+        flags = [f if f != "MULTICAST" else "NOARP" for f in flags]
+    return flags
+
+
+def _operstate(link: Link) -> str:
+    return "UNKNOWN" if link.kind == "ifb" and link.up else link.operstate
+
+
+def _peer_suffix(ns: Namespace, link: Link) -> str:
+    if isinstance(link, Veth) and link.peer is not None:
+        return f"@{link.peer.ifname}" if link.peer.ns is ns else f"@if{link.peer.ifindex}"
+    return ""
+
+
+def link_json(ns: Namespace, link: Link, *, mode: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"ifindex": link.ifindex}
+    if isinstance(link, Veth) and link.peer is not None:
+        out["link_index"] = link.peer.ifindex
+    out.update(ifname=link.ifname, flags=_flags(link), mtu=link.mtu, qdisc=_qdisc(link))
+    if link.master is not None:
+        out["master"] = link.master.ifname
+    out["operstate"] = _operstate(link)
+    if mode:
+        out["linkmode"] = "DEFAULT"
+    out.update(group="default", txqlen=_txqlen(link), link_type=link.link_type)
+    if isinstance(link, Loopback):
+        out.update(address="00:00:00:00:00:00", broadcast="00:00:00:00:00:00")
+    elif not link.l3:
+        out.update(address=link.mac_str, broadcast="ff:ff:ff:ff:ff:ff")
+    if isinstance(link, Veth) and link.peer is not None and link.peer.ns is not ns:
+        out["link_netnsid"] = 0
+    return out
+
+
+def _link_head(ns: Namespace, link: Link, *, mode: bool) -> str:
+    master = f"master {link.master.ifname} " if link.master is not None else ""
+    mode_s = "mode DEFAULT " if mode else ""
+    head = (f"{link.ifindex}: {link.ifname}{_peer_suffix(ns, link)}: <{','.join(_flags(link))}> mtu {link.mtu} "
+            f"qdisc {_qdisc(link)} {master}state {_operstate(link)} {mode_s}group default qlen {_txqlen(link)}\n")
+    if isinstance(link, Loopback):
+        l2 = "    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n"
+    elif link.l3:
+        l2 = f"    link/{link.link_type} 0.0.0.0 brd 0.0.0.0\n"
+    else:
+        l2 = f"    link/ether {link.mac_str} brd ff:ff:ff:ff:ff:ff"
+        if isinstance(link, Veth) and link.peer is not None and link.peer.ns is not ns:
+            l2 += f" link-netns {link.peer.ns.name}"
+        l2 += "\n"
+    return head + l2
+
+
+def _select(ns: Namespace, dev: str | None) -> list[Link]:
+    return [ns.link(dev)] if dev else ns.sorted_links()
+
+
+def ip_link(ns: Namespace, dev: str | None = None, *, as_json: bool = False) -> str:
+    links = _select(ns, dev)
+    if as_json:
+        return dumps([link_json(ns, lk, mode=True) for lk in links])
+    return "".join(_link_head(ns, lk, mode=True) for lk in links)
+
+
+def _addr_json(link: Link) -> list[dict[str, Any]]:
+    out = []
+    for a in link.addrs:
+        d: dict[str, Any] = {"family": "inet", "local": int2ip(a.local), "prefixlen": a.plen}
+        if a.broadcast is not None:
+            d["broadcast"] = int2ip(a.broadcast)
+        d["scope"] = SCOPE_NAMES.get(a.scope, str(a.scope))
+        if a.secondary:
+            d["secondary"] = True
+        d.update(label=a.label, valid_life_time=FOREVER, preferred_life_time=FOREVER)
+        out.append(d)
+    return out
+
+
+def ip_addr(ns: Namespace, dev: str | None = None, *, as_json: bool = False) -> str:
+    links = _select(ns, dev)
+    if as_json:
+        return dumps([{**link_json(ns, lk, mode=False), "addr_info": _addr_json(lk)} for lk in links])
+    out = []
+    for lk in links:
+        out.append(_link_head(ns, lk, mode=False))
+        for a in lk.addrs:
+            brd = f"brd {int2ip(a.broadcast)} " if a.broadcast is not None else ""
+            sec = "secondary " if a.secondary else ""
+            out.append(f"    inet {int2ip(a.local)}/{a.plen} {brd}scope {SCOPE_NAMES.get(a.scope, a.scope)} "
+                       f"{sec}{a.label}\n       valid_lft forever preferred_lft forever\n")
+    return "".join(out)
+
+
+# --- routes -------------------------------------------------------------------------------
+def _linkdown(ns: Namespace, r: Route) -> bool:
+    link = ns.links.get(r.dev or "")
+    return link is not None and link.up and not link.carrier
+
+
+def route_fields(ns: Namespace, r: Route, *, show_table: bool, dev_filter: bool = False) -> dict[str, Any]:
+    """One route as iproute2's JSON object (the text form is rendered from the same fields)."""
+    d: dict[str, Any] = {}
+    if r.type != UNICAST:
+        d["type"] = r.type
+    d["dst"] = r.prefix
+    if r.gateway is not None:
+        d["gateway"] = int2ip(r.gateway)
+    if r.dev and not dev_filter:
+        d["dev"] = r.dev
+    if show_table and r.table != TABLE_MAIN:
+        d["table"] = TABLE_NAMES.get(r.table, str(r.table))
+    if r.proto != "boot":
+        d["protocol"] = r.proto
+    if r.scope and not (r.type == LOCAL and r.scope == 254 and False):
+        d["scope"] = SCOPE_NAMES.get(r.scope, str(r.scope))
+    if r.prefsrc is not None:
+        d["prefsrc"] = int2ip(r.prefsrc)
+    if r.metric:
+        d["metric"] = r.metric
+    flags = []
+    if r.onlink:
+        flags.append("onlink")
+    if _linkdown(ns, r):
+        flags.append("linkdown")
+    d["flags"] = flags
+    return d
+
+
+def route_text(d: dict[str, Any]) -> str:
+    parts = []
+    if "type" in d:
+        parts.append(d["type"])
+    parts.append(d["dst"])
+    for key, word in (("gateway", "via"), ("dev", "dev"), ("table", "table"), ("protocol", "proto"),
+                      ("scope", "scope"), ("prefsrc", "src"), ("metric", "metric")):
+        if key in d:
+            parts.append(f"{word} {d[key]}")
+    parts.extend(d.get("flags", []))
+    return " ".join(parts) + " \n"
+
+
+def ip_route(ns: Namespace, *, table: str = "main", as_json: bool = False, prefix: tuple[int, int] | None = None,
+             dev: str | None = None) -> str:
+    if table == "all":
+        ids = [TABLE_MAIN, TABLE_LOCAL] + sorted(t for t in ns.fib if t not in (TABLE_MAIN, TABLE_LOCAL))
+    else:
+        ids = [TABLE_LOCAL if table == "local" else TABLE_MAIN if table == "main" else int(table)]
+    rows = []
+    for tid in ids:
+        fib = ns.fib.get(tid)
+        if fib is None:
+            continue
+        for r in fib.routes():
+            if prefix is not None and (r.dst, r.plen) != prefix:
+                continue
+            if dev is not None and r.dev != dev:
+                continue
+            rows.append(route_fields(ns, r, show_table=table == "all", dev_filter=dev is not None))
+    if as_json:
+        return dumps(rows)
+    return "".join(route_text(d) for d in rows)
+
+
+def route_get(ns: Namespace, addr: int, *, fibmatch: bool = False, as_json: bool = False) -> str:
+    """`ip route get [fibmatch] ADDR` (raises NetError as the kernel answers)."""
+    r, src = ns.route_get(addr)
+    if fibmatch:
+        d = route_fields(ns, r, show_table=False)
+        return dumps([d]) if as_json else route_text(d)
+    d: dict[str, Any] = {}
+    if r.type != UNICAST:
+        d["type"] = r.type
+    d["dst"] = int2ip(addr)
+    if r.gateway is not None:
+        d["gateway"] = int2ip(r.gateway)
+    d["dev"] = "lo" if r.type == LOCAL else r.dev
+    if src is not None:
+        d["prefsrc"] = int2ip(src)
+    d["flags"] = ["linkdown"] if r.type == UNICAST and _linkdown(ns, r) else []
+    d["uid"] = 0
+    cache = ["local"] if r.type == LOCAL else ["local", "brd"] if r.type == BROADCAST else []
+    d["cache"] = cache
+    if as_json:
+        return dumps([d])
+    parts = [d["type"]] if "type" in d else []
+    parts.append(d["dst"])
+    if "gateway" in d:
+        parts.append(f"via {d['gateway']}")
+    parts.append(f"dev {d['dev']}")
+    if "prefsrc" in d:
+        parts.append(f"src {d['prefsrc']}")
+    parts.extend(d["flags"])
+    parts.append("uid 0")
+    tail = f"<{','.join(cache)}> " if cache else ""
+    return " ".join(parts) + " \n    cache " + tail + "\n"
+
+
+def route_n(ns: Namespace) -> str:
+    """net-tools `route -n`: the main table in the kernel's /proc/net/route order."""
+    lines = ["Kernel IP routing table\n",
+             "Destination     Gateway         Genmask         Flags Metric Ref    Use Iface\n"]
+    for r in ns.fib[TABLE_MAIN].routes():
+        reject = r.type in ("unreachable", "prohibit")
+        flags = "!" if reject else "U"
+        if r.gateway is not None:
+            flags += "G"
+        if r.plen == 32:
+            flags += "H"
+        gw = "-" if reject else int2ip(r.gateway or 0)
+        iface = "-" if reject else (r.dev or "*")
+        ref = "-" if reject else "0"
+        lines.append(f"{int2ip(r.dst):<15} {gw:<15} {int2ip(mask(r.plen)):<15} {flags:<5} {r.metric:<6} "
+                     f"{ref:<6} {0:>3} {iface}\n")
+    return "".join(lines)
+
+
+# --- neighbours -----------------------------------------------------------------------------
+def _neigh_rows(ns: Namespace) -> list[tuple[Link, int, int, int]]:
+    rows = []
+    for link in ns.sorted_links():
+        for ip, mac, state in ns.neigh.entries(link):
+            rows.append((link, ip, mac, state))
+    return rows
+
+
+def ip_neigh(ns: Namespace, *, as_json: bool = False) -> str:
+    out_json, out = [], []
+    for link, ip, mac, state in _neigh_rows(ns):
+        d: dict[str, Any] = {"dst": int2ip(ip), "dev": link.ifname}
+        if mac >= 0 and state not in (INCOMPLETE, FAILED):
+            d["lladdr"] = int2mac(mac)
+        d["state"] = [STATE_NAMES[state]]
+        out_json.append(d)
+        ll = f"lladdr {d['lladdr']} " if "lladdr" in d else ""
+        out.append(f"{d['dst']} dev {link.ifname} {ll}{STATE_NAMES[state]} \n")
+    return dumps(out_json) if as_json else "".join(out)
+
+
+def arp_n(ns: Namespace) -> str:
+    """net-tools `arp -n` (C complete, M permanent)."""
+    lines = ["Address                  HWtype  HWaddress           Flags Mask            Iface\n"]
+    for link, ip, mac, state in _neigh_rows(ns):
+        if state in (INCOMPLETE, FAILED) or mac < 0:
+            lines.append(f"{int2ip(ip):<24} {'':<7} {'(incomplete)':<20}{'':<22}{link.ifname}\n")
+            continue
+        flags = "CM" if state == PERMANENT else "C"
+        lines.append(f"{int2ip(ip):<24} {'ether':<7} {int2mac(mac):<19} {flags:<5} {'':<15} {link.ifname}\n")
+    return "".join(lines)
+
+
+# --- bridges --------------------------------------------------------------------------------
+def bridge_fdb(ns: Namespace, *, as_json: bool = False, br: str | None = None) -> str:
+    """`bridge fdb show`: learned and static entries per port, the ports' own MACs, VXLAN remotes."""
+    rows: list[dict[str, Any]] = []
+    now = ns.lab.clock.now
+    for link in ns.sorted_links():
+        if isinstance(link, Bridge) and (br is None or link.ifname == br):
+            live = {}
+            for mac, _vlan, port, static, _upd in link.fdb.entries(now):
+                live.setdefault(port, []).append((mac, static))
+            for port in link.ports:
+                for mac, static in live.get(port.ifindex, []):
+                    rows.append({"mac": int2mac(mac), "ifname": port.ifname, "flags": [], "master": link.ifname,
+                                 "state": "static" if static else ""})
+                rows.append({"mac": port.mac_str, "ifname": port.ifname, "flags": [], "master": link.ifname,
+                             "state": "permanent"})
+        if link.kind == "vxlan" and br is None:
+            for mac in sorted(link.vfdb):  # type: ignore[attr-defined]
+                for dst in link.vfdb[mac]:  # type: ignore[attr-defined]
+                    rows.append({"mac": int2mac(mac), "ifname": link.ifname, "dst": int2ip(dst), "flags": ["self"],
+                                 "state": "permanent"})
+    if as_json:
+        return dumps(rows)
+    out = []
+    for d in rows:
+        master = f"master {d['master']} " if "master" in d else ""
+        dst = f"dst {d['dst']} " if "dst" in d else ""
+        self_ = "self " if "self" in d["flags"] else ""
+        state = f"{d['state']}" if d["state"] else ""
+        out.append(f"{d['mac']} dev {d['ifname']} {dst}{master}{self_}{state}\n".replace("  \n", " \n"))
+    return "".join(out)
+
+
+def bridge_link(ns: Namespace) -> str:
+    out = []
+    for link in ns.sorted_links():
+        if link.master is not None:
+            state = "forwarding" if link.running else "disabled"
+            hp = " hairpin on" if link.hairpin else ""
+            out.append(f"{link.ifindex}: {link.ifname}{_peer_suffix(ns, link)}: <{','.join(link.flags())}> mtu "
+                       f"{link.mtu} master {link.master.ifname} state {state} priority 32 cost 2{hp} \n")
+    return "".join(out)

@@ -1,0 +1,72 @@
+"""Named trace points and drop reasons: what happened to a frame, at which hop, and why."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Drop(str, enum.Enum):
+    """Why a frame went no further (ns-3's drop-reason idea, kernel vocabulary)."""
+
+    NO_ROUTE = "NO_ROUTE"
+    BLACKHOLE = "BLACKHOLE"
+    UNREACHABLE = "UNREACHABLE"
+    PROHIBIT = "PROHIBIT"
+    TTL_EXPIRED = "TTL_EXPIRED"
+    NO_NEIGH = "NO_NEIGH"
+    FILTERED = "FILTERED"
+    NO_LISTENER = "NO_LISTENER"
+    MALFORMED = "MALFORMED"
+    BAD_CHECKSUM = "BAD_CHECKSUM"
+    IFACE_DOWN = "IFACE_DOWN"
+    NOT_FOR_US = "NOT_FOR_US"
+    FORWARDING_OFF = "FORWARDING_OFF"
+    FRAG_NEEDED = "FRAG_NEEDED"
+    RP_FILTER = "RP_FILTER"
+    MARTIAN = "MARTIAN"
+    UNSUPPORTED = "UNSUPPORTED"
+    NO_CARRIER = "NO_CARRIER"
+    REASM_TIMEOUT = "REASM_TIMEOUT"
+    HAIRPIN = "HAIRPIN"
+    ARP_IGNORED = "ARP_IGNORED"
+    QUEUE_FULL = "QUEUE_FULL"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One step of one frame: where (namespace, interface), which point, what matched, what was done."""
+
+    time: float
+    netns: str
+    ifname: str
+    point: str  # rx, tx, bridge, route, neigh, arp, deliver, forward, drop, encap, decap, icmp
+    detail: str
+    drop: Drop | None = None
+
+    def render(self) -> str:
+        where = f"{self.netns}/{self.ifname}" if self.ifname else self.netns
+        tail = f" [drop: {self.drop.value}]" if self.drop else ""
+        return f"{self.time:10.6f}  {where:<24} {self.point:<8} {self.detail}{tail}"
+
+
+@dataclass
+class Trace:
+    """Decisions recorded in order; `enabled` off keeps only counters."""
+
+    enabled: bool = True
+    limit: int = 200_000
+    decisions: list[Decision] = field(default_factory=list)
+    drops: dict[str, int] = field(default_factory=dict)
+
+    def add(self, d: Decision) -> None:
+        if d.drop is not None:
+            self.drops[d.drop.value] = self.drops.get(d.drop.value, 0) + 1
+        if self.enabled and len(self.decisions) < self.limit:
+            self.decisions.append(d)
+
+    def clear(self) -> None:
+        self.decisions.clear()
+
+    def render(self, decisions: list[Decision] | None = None) -> str:
+        return "\n".join(d.render() for d in (self.decisions if decisions is None else decisions))
