@@ -120,7 +120,9 @@ class Stack:
 
     def _arp_reply(self, dev: Link, sip: int, tip: int, tha: int) -> None:
         if dev.running:
-            dev.xmit(frames.arp(2, dev.mac, sip, tip, eth_dst=tha, target_mac=tha), self.ns.lab.new_pid())
+            pid = self.ns.lab.new_pid()
+            self.ns.note(dev, pid, "arp", f"arp: {int2ip(sip)} is-at {int2mac(dev.mac)} (reply to {int2ip(tip)})")
+            dev.xmit(frames.arp(2, dev.mac, sip, tip, eth_dst=tha, target_mac=tha), pid)
 
     def arp_request(self, dev: Link, target: int, src_hint: int | None, dst_mac: int = -1) -> None:
         """arp_solicit: the source is the packet's own when it is local (arp_announce 0), else one of dev's."""
@@ -278,7 +280,8 @@ class Stack:
         entry["timer"].cancel()  # type: ignore[union-attr]
         del self.reasm[key]
         head = bytearray(entry["head"])  # type: ignore[arg-type]
-        struct.pack_into("!HH", head, 2, len(head) + len(data), 0)
+        struct.pack_into("!H", head, 2, len(head) + len(data))
+        struct.pack_into("!H", head, 6, 0)
         struct.pack_into("!H", head, 10, 0)
         struct.pack_into("!H", head, 10, self.t.inet_checksum(bytes(head), 0, len(head)))
         return bytes(head + data)
@@ -461,7 +464,8 @@ class Stack:
             chunk = data[off:off + step]
             more = (off + step < len(data)) or bool(base & MF)
             h = bytearray(head)
-            struct.pack_into("!HH", h, 2, ihl + len(chunk), (base & DF) | (MF if more else 0) | ((base & 0x1FFF) + off // 8))
+            struct.pack_into("!H", h, 2, ihl + len(chunk))
+            struct.pack_into("!H", h, 6, (base & DF) | (MF if more else 0) | ((base & 0x1FFF) + off // 8))
             struct.pack_into("!H", h, 10, 0)
             struct.pack_into("!H", h, 10, self.t.inet_checksum(bytes(h), 0, ihl))
             out.append(bytes(h) + chunk)

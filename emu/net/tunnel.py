@@ -39,7 +39,9 @@ class Vxlan(Link):
         t = self.ns.tables
         flow = t.parse_flow(frame, 14) if len(frame) >= 34 and frame[12:14] == b"\x08\x00" else None
         if flow is not None:
-            h = t.flow_hash(flow[0], flow[1], flow[2], flow[3], flow[4], self.ns.lab.hash_seed)
+            # ICMP echo: the identifier stands for both ports, so requests and replies hash alike.
+            sport, dport = (flow[3], flow[3]) if flow[2] == 1 else (flow[3], flow[4])
+            h = t.flow_hash(flow[0], flow[1], flow[2], sport, dport, self.ns.lab.hash_seed)
         else:
             h = t.flow_hash(int.from_bytes(frame[0:6], "big") & 0xFFFFFFFF,
                             int.from_bytes(frame[6:12], "big") & 0xFFFFFFFF, 0, 0, 0, self.ns.lab.hash_seed)
