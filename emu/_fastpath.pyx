@@ -4,6 +4,11 @@
 The pure-Python twin ``emu._fastpath_py`` has the same public API and gives the
 same results; tests check one against the other.
 
+LpmTable keeps up to 16 routes in a linear array (longest first) and switches to a
+stride-6 tree bitmap (Eatherton et al.): each prefix is one bit in one 32-byte node, so
+insert/remove touch one node path and never expand prefixes; a lookup reads at most six
+nodes.  FdbTable/NeighTable are open-addressing hash tables with backward-shift deletion.
+
 Conventions shared by both modules:
 - IPv4 addresses are ints in host order (0..2**32-1), MACs are 48-bit ints.
 - Mutators (``insert``, ``learn``, ``set``...) raise ValueError for any argument
@@ -195,6 +200,8 @@ ctypedef struct Pool:
     uint32_t cap
     U32Vec *freel        # freel[k]: starts of free blocks of exactly k elements
     int nfree
+    uint64_t free_elems  # elements sitting on the free lists
+    uint64_t nonempty[2] # bit k set when freel[k] has blocks
 
 cdef enum:
     SMALL_MAX = 16       # up to this many routes: linear scan
@@ -227,6 +234,9 @@ cdef int _pool_init(Pool *p, size_t esize, int nfree) except -1:
     p.used = 0
     p.cap = 0
     p.nfree = nfree
+    p.free_elems = 0
+    p.nonempty[0] = 0
+    p.nonempty[1] = 0
     p.freel = <U32Vec *>malloc(nfree * sizeof(U32Vec))
     if p.freel == NULL:
         raise MemoryError()
@@ -259,15 +269,39 @@ cdef size_t _pool_bytes(Pool *p) noexcept:
 
 
 cdef uint32_t _pool_alloc(Pool *p, uint32_t k) except? 0xFFFFFFFF:
-    """Allocate k contiguous elements (k >= 1); returns the start index."""
-    cdef U32Vec *v = &p.freel[k]
-    cdef uint64_t newcap
+    """Allocate k contiguous elements (k >= 1); returns the start index.
+
+    Takes a free block of exactly k, else splits the smallest larger free block
+    (the rest goes back on its list), else bumps the end of the pool.
+    """
+    cdef U32Vec *v
+    cdef uint64_t newcap, bits
     cdef char *mem
-    if v.n:
+    cdef uint32_t start, j = 0, w
+    if (p.nonempty[k >> 6] >> (k & 63)) & 1:
+        j = k
+    else:
+        w = (k + 1) >> 6
+        while w < 2 and <int>w * 64 < p.nfree:
+            bits = p.nonempty[w]
+            if w == (k + 1) >> 6:
+                bits &= ~((((<uint64_t>1) << ((k + 1) & 63))) - 1)
+            if bits:
+                j = w * 64 + EMU_HIBIT64(bits & (~bits + 1))
+                break
+            w += 1
+    if j:
+        v = &p.freel[j]
         v.n -= 1
-        return v.d[v.n]
+        start = v.d[v.n]
+        if v.n == 0:
+            p.nonempty[j >> 6] &= ~((<uint64_t>1) << (j & 63))
+        p.free_elems -= j
+        if j > k:
+            _pool_free(p, start + k, j - k)
+        return start
     if <uint64_t>p.used + k > p.cap:
-        newcap = <uint64_t>p.cap + (p.cap >> 1)
+        newcap = <uint64_t>p.cap + (p.cap >> 2)
         if newcap < <uint64_t>p.used + k:
             newcap = <uint64_t>p.used + k
         if newcap < 4:
@@ -302,6 +336,21 @@ cdef int _pool_free(Pool *p, uint32_t start, uint32_t k) except -1:
         v.cap = newcap
     v.d[v.n] = start
     v.n += 1
+    p.free_elems += k
+    p.nonempty[k >> 6] |= (<uint64_t>1) << (k & 63)
+    return 0
+
+
+cdef int _pool_reserve(Pool *p, uint32_t n) except -1:
+    """Make the capacity at least n elements (exactly n when growing)."""
+    cdef char *mem
+    if n <= p.cap:
+        return 0
+    mem = <char *>realloc(p.mem, <size_t>n * p.esize)
+    if mem == NULL:
+        raise MemoryError()
+    p.mem = mem
+    p.cap = n
     return 0
 
 
@@ -316,6 +365,9 @@ cdef class LpmTable:
 
     Up to 16 routes live in a linear array scanned longest-first (a pod has ~3);
     above that a stride-6 tree bitmap with per-node contiguous child/value blocks.
+    Blocks freed by updates are reused (exact size, else by splitting a larger one);
+    when free blocks exceed a quarter of the live data the trie is copied into
+    exact-size arrays, so storage stays within ~1.5x of live (amortised O(1) per update).
     """
 
     cdef uint32_t sp[16]
@@ -327,8 +379,10 @@ cdef class LpmTable:
     cdef Pool nodes
     cdef Pool res
     cdef Py_ssize_t count
+    cdef uint32_t nnodes
 
     def __cinit__(self):
+        self.nnodes = 0
         self.nsmall = 0
         self.big = False
         self.count = 0
@@ -424,10 +478,9 @@ cdef class LpmTable:
             n = nbytes // 4
             out = array.clone(_Q_TEMPLATE, n, False)
             o = <int64_t *>out.data.as_longlongs
-            with nogil:
-                for i in range(n):
-                    memcpy(&a, p + 4 * i, 4)
-                    o[i] = self._lookup(a, &plen)
+            for i in range(n):
+                memcpy(&a, p + 4 * i, 4)
+                o[i] = self._lookup(a, &plen)
         finally:
             if rel:
                 PyBuffer_Release(&view)
@@ -473,6 +526,7 @@ cdef class LpmTable:
         _pool_init(&self.res, sizeof(int64_t), RES_BLOCKS)
         _pool_alloc(&self.nodes, 1)
         memset(self.nodes.mem, 0, sizeof(TbNode))
+        self.nnodes = 1
         self.big = True
         for i in range(self.nsmall):
             self._tb_insert(self.sp[i], self.splen[i], self.sval[i])
@@ -485,6 +539,7 @@ cdef class LpmTable:
         _pool_destroy(&self.res)
         self.big = False
         self.nsmall = 0
+        self.nnodes = 0
         for prefix, plen, value in entries:
             self._small_add(prefix, plen, value)
         return 0
@@ -511,6 +566,7 @@ cdef class LpmTable:
         n.child_base = nb
         n.ext_bm |= bit
         _pool_free(&self.nodes, old, cnt)
+        self.nnodes += 1
         return nb + rank
 
     cdef int _slot_of(self, uint32_t prefix, int plen, int *depth, uint64_t *bit,
@@ -658,9 +714,67 @@ cdef class LpmTable:
                 n.child_base = 0
             n.ext_bm &= ~cbit
             _pool_free(&self.nodes, old, cnt)
+            self.nnodes -= 1
             ni = pi
             i -= 1
         return 1
+
+    cdef int _relocate(self, Pool *nn, Pool *nr, uint32_t oi, uint32_t ni) except -1:
+        """Copy the subtree under old node oi (already copied to nn[ni]) into nn/nr."""
+        cdef TbNode old = (<TbNode *>self.nodes.mem)[oi]
+        cdef uint32_t k, base, j
+        k = EMU_POPCNT64(old.int_bm) + EMU_POPCNT64(old.full_bm)
+        if k:
+            base = _pool_alloc(nr, k)
+            memcpy(nr.mem + <size_t>base * sizeof(int64_t),
+                   self.res.mem + <size_t>old.result_base * sizeof(int64_t), k * sizeof(int64_t))
+            (<TbNode *>nn.mem)[ni].result_base = base
+        k = EMU_POPCNT64(old.ext_bm)
+        if k:
+            base = _pool_alloc(nn, k)
+            memcpy(nn.mem + <size_t>base * sizeof(TbNode),
+                   self.nodes.mem + <size_t>old.child_base * sizeof(TbNode), k * sizeof(TbNode))
+            (<TbNode *>nn.mem)[ni].child_base = base
+            for j in range(k):
+                self._relocate(nn, nr, old.child_base + j, base + j)
+        return 0
+
+    cdef int _compact(self) except -1:
+        """Rebuild the pools with exact sizes and no free blocks."""
+        cdef Pool nn, nr
+        nn.freel = NULL
+        nn.mem = NULL
+        nr.freel = NULL
+        nr.mem = NULL
+        try:
+            _pool_init(&nn, sizeof(TbNode), NODE_BLOCKS)
+            _pool_init(&nr, sizeof(int64_t), RES_BLOCKS)
+            _pool_reserve(&nn, self.nnodes)
+            _pool_reserve(&nr, <uint32_t>self.count if self.count else 1)
+            _pool_alloc(&nn, 1)
+            (<TbNode *>nn.mem)[0] = (<TbNode *>self.nodes.mem)[0]
+            self._relocate(&nn, &nr, 0, 0)
+        except BaseException:
+            _pool_destroy(&nn)
+            _pool_destroy(&nr)
+            raise
+        _pool_destroy(&self.nodes)
+        _pool_destroy(&self.res)
+        self.nodes = nn
+        self.res = nr
+        return 0
+
+    cdef inline int _maybe_compact(self) except -1:
+        if (self.nodes.free_elems > (self.nnodes >> 2) + 64
+                or self.res.free_elems > (<uint64_t>self.count >> 2) + 64):
+            self._compact()
+        return 0
+
+    def _debug_stats(self):
+        """Internal counters for tests: (mode, nodes, node pool used/cap/free, value pool used/cap/free)."""
+        return ("trie" if self.big else "linear", self.nnodes,
+                self.nodes.used, self.nodes.cap, self.nodes.free_elems,
+                self.res.used, self.res.cap, self.res.free_elems)
 
     cdef int _walk(self, uint32_t ni, int d, uint64_t base, list out) except -1:
         cdef TbNode n = (<TbNode *>self.nodes.mem)[ni]
@@ -715,6 +829,7 @@ cdef class LpmTable:
                 return
             self._to_big()
         self.count += self._tb_insert(p, l, v)
+        self._maybe_compact()
 
     def remove(self, prefix, plen):
         """Delete prefix/plen; True if it was present."""
@@ -733,6 +848,8 @@ cdef class LpmTable:
         self.count -= 1
         if self.count <= SMALL_LOW:
             self._to_small()
+        else:
+            self._maybe_compact()
         return True
 
     def get(self, prefix, plen):
@@ -767,6 +884,7 @@ cdef class LpmTable:
         self.big = False
         self.nsmall = 0
         self.count = 0
+        self.nnodes = 0
 
     def __len__(self):
         return self.count
@@ -992,15 +1110,14 @@ cdef class FdbTable:
             n = nbytes // 8
             out = array.clone(_Q_TEMPLATE, n, False)
             o = <int64_t *>out.data.as_longlongs
-            with nogil:
-                for i in range(n):
-                    memcpy(&m, p + 8 * i, 8)
-                    o[i] = -1
-                    if m >> 48:
-                        continue
-                    e = _ht_find(&self.h, (m << 12) | vlan)
-                    if e != NULL and (e.aux or not (now - e.t > age)):
-                        o[i] = e.val
+            for i in range(n):
+                memcpy(&m, p + 8 * i, 8)
+                o[i] = -1
+                if m >> 48:
+                    continue
+                e = _ht_find(&self.h, (m << 12) | vlan)
+                if e != NULL and (e.aux or not (now - e.t > age)):
+                    o[i] = e.val
         finally:
             if rel:
                 PyBuffer_Release(&view)
@@ -1132,11 +1249,10 @@ cdef class NeighTable:
             n = nbytes // 4
             out = array.clone(_Q_TEMPLATE, n, False)
             o = <int64_t *>out.data.as_longlongs
-            with nogil:
-                for i in range(n):
-                    memcpy(&a, p + 4 * i, 4)
-                    e = _ht_find(&self.h, a)
-                    o[i] = e.val if e != NULL else -1
+            for i in range(n):
+                memcpy(&a, p + 4 * i, 4)
+                e = _ht_find(&self.h, a)
+                o[i] = e.val if e != NULL else -1
         finally:
             if rel:
                 PyBuffer_Release(&view)
@@ -1292,7 +1408,7 @@ def ttl_decrement(buf, Py_ssize_t off=14):
             PyBuffer_Release(&view)
 
 
-def csum_replace4(buf, Py_ssize_t csum_off, uint32_t old, uint32_t new, *, bint udp=False):
+def csum_replace4(buf, Py_ssize_t csum_off, uint32_t old, uint32_t new, bint udp=False):
     """Patch the 16-bit checksum at csum_off for a 32-bit word changing old -> new."""
     cdef Py_buffer view
     cdef uint8_t *p
@@ -1307,7 +1423,7 @@ def csum_replace4(buf, Py_ssize_t csum_off, uint32_t old, uint32_t new, *, bint 
             PyBuffer_Release(&view)
 
 
-def csum_replace2(buf, Py_ssize_t csum_off, uint16_t old, uint16_t new, *, bint udp=False):
+def csum_replace2(buf, Py_ssize_t csum_off, uint16_t old, uint16_t new, bint udp=False):
     """Patch the 16-bit checksum at csum_off for a 16-bit word changing old -> new."""
     cdef Py_buffer view
     cdef uint8_t *p

@@ -546,7 +546,7 @@ def ttl_decrement(buf: bytearray, off: int = 14) -> int:
     return ttl - 1
 
 
-def csum_replace4(buf: bytearray, csum_off: int, old: int, new: int, *, udp: bool = False) -> None:
+def csum_replace4(buf: bytearray, csum_off: int, old: int, new: int, udp: bool = False) -> None:
     """Patch the 16-bit checksum at csum_off for a 32-bit word changing old -> new."""
     mv = _rw(buf)
     csum_off = _cs(csum_off, 64)
@@ -557,7 +557,7 @@ def csum_replace4(buf: bytearray, csum_off: int, old: int, new: int, *, udp: boo
     _fix(mv, csum_off, _neg32(old), _pos32(new), bool(udp))
 
 
-def csum_replace2(buf: bytearray, csum_off: int, old: int, new: int, *, udp: bool = False) -> None:
+def csum_replace2(buf: bytearray, csum_off: int, old: int, new: int, udp: bool = False) -> None:
     """Patch the 16-bit checksum at csum_off for a 16-bit word changing old -> new."""
     mv = _rw(buf)
     csum_off = _cs(csum_off, 64)

@@ -21,7 +21,8 @@ from emu.net.addr import int2ip, int2mac  # noqa: E402
 __all__ = ["ARP", "ICMP", "IP", "TCP", "UDP", "VXLAN", "Ether", "Raw", "Packet", "arp", "decode", "summary"]
 
 
-def arp(op: int, src_mac: int, src_ip: int, dst_ip: int, *, eth_dst: int = 0xFFFFFFFFFFFF, target_mac: int = 0) -> bytes:
+def arp(op: int, src_mac: int, src_ip: int, dst_ip: int, *, eth_dst: int = 0xFFFFFFFFFFFF,
+        target_mac: int = 0) -> bytes:
     """An ARP request (op 1) or reply (op 2) in an Ethernet frame: 42 bytes, unpadded, as a veth carries it."""
     frame = Ether(dst=int2mac(eth_dst), src=int2mac(src_mac), type=0x0806) / ARP(
         op=op, hwsrc=int2mac(src_mac), psrc=int2ip(src_ip), hwdst=int2mac(target_mac), pdst=int2ip(dst_ip)

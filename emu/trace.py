@@ -59,11 +59,14 @@ class Trace:
     decisions: list[Decision] = field(default_factory=list)
     drops: dict[str, int] = field(default_factory=dict)
 
-    def add(self, d: Decision) -> None:
+    def add(self, d: Decision) -> bool:
+        """Counts a drop; keeps the decision while enabled and under `limit` (True if kept)."""
         if d.drop is not None:
             self.drops[d.drop.value] = self.drops.get(d.drop.value, 0) + 1
         if self.enabled and len(self.decisions) < self.limit:
             self.decisions.append(d)
+            return True
+        return False
 
     def clear(self) -> None:
         self.decisions.clear()

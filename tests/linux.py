@@ -8,6 +8,7 @@ iproute2 is missing.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shlex
@@ -235,13 +236,26 @@ def normalise_json_result(res: Result, norm: Normaliser | None = None) -> Result
     return rc, norm.json_text(out), err
 
 
+def _lines(text: str) -> list[str]:
+    """Lines to diff; one-line JSON arrays are split between their objects."""
+    if text.startswith("[{") and "\n" not in text.rstrip("\n"):
+        text = text.replace("},{", "},\n{")
+    return text.splitlines()
+
+
 def diff_report(title: str, pairs: list[tuple[str, Result, Result]], limit: int = 25) -> str:
-    """A readable list of (command, kernel, emulator) disagreements."""
+    """A readable list of (command, kernel, emulator) disagreements; long outputs as a diff."""
     lines = [f"{title}: {len(pairs)} command(s) differ between the kernel and the emulator"]
     for cmd, k, e in pairs[:limit]:
         lines.append(f"$ {cmd}")
         for tag, idx in (("rc", 0), ("stdout", 1), ("stderr", 2)):
-            if k[idx] != e[idx]:
+            if k[idx] == e[idx]:
+                continue
+            if idx and max(len(k[idx]), len(e[idx])) > 300:
+                lines.append(f"  {tag} (- kernel, + emulator):")
+                diff = difflib.unified_diff(_lines(k[idx]), _lines(e[idx]), lineterm="", n=1)
+                lines.extend("    " + d for d in list(diff)[2:60])
+            else:
                 lines.append(f"  {tag}: kernel   {k[idx]!r}")
                 lines.append(f"  {tag}: emulator {e[idx]!r}")
     if len(pairs) > limit:

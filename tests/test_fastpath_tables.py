@@ -311,6 +311,11 @@ def test_lpm_large_against_twin(both: tuple[ModuleType, ModuleType]) -> None:
         assert len(c) == len(ref)
         compare(2000)
         assert c.items() == ref.items()
+        # freed blocks stay bounded: the trie is compacted once they pass a quarter of live data
+        mode, nodes, n_used, n_cap, n_free, r_used, r_cap, r_free = c._debug_stats()
+        assert mode == "trie" and n_free <= nodes // 4 + 64 and r_free <= len(c) // 4 + 64
+        assert n_used - n_free == nodes and r_used - r_free == len(c)
+        assert n_cap <= 1.25 * n_used + 8 and r_cap <= 1.25 * r_used + 8
     # shrink back to the linear form and grow again
     for p, n in keys[5:]:
         assert c.remove(p, n) and ref.remove(p, n)

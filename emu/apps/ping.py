@@ -139,13 +139,11 @@ def ping(ns: Namespace, dst: str | int, *, count: int = 1, interval: float = 1.0
         ns.stack.icmp_handlers.remove(p)
     r = p.result
     elapsed = round((last_send - start) * 1000)
-    loss = 100 - (r.received * 100 // r.sent if r.sent else 0)
-    loss_text = f"{(r.sent - r.received) * 100 / r.sent:.0f}" if r.sent and (r.sent - r.received) * 100 % r.sent == 0 \
-        else f"{(r.sent - r.received) * 100 / r.sent:g}"
-    del loss
+    loss_text = f"{(r.sent - r.received) * 100 / r.sent:g}" if r.sent else "0"
     errs = f", +{r.errors} errors" if r.errors else ""
     summary = (f"\n--- {int2ip(addr)} ping statistics ---\n"
-               f"{r.sent} packets transmitted, {r.received} received{errs}, {loss_text}% packet loss, time {elapsed}ms\n")
+               f"{r.sent} packets transmitted, {r.received} received{errs}, {loss_text}% packet loss, "
+               f"time {elapsed}ms\n")
     if r.rtts:
         mean = sum(r.rtts) / len(r.rtts)
         mdev = math.sqrt(max(0.0, sum(x * x for x in r.rtts) / len(r.rtts) - mean * mean))

@@ -77,7 +77,8 @@ def traceroute_command(ns: Namespace, args: list[str]) -> Result:
         a = args[i]
         if a in ("-m", "-q", "-w"):
             if i + 1 >= len(args):
-                raise Usage(f"Option `{a}' (argc {i + 1}) requires an argument: `{a} {'max_ttl' if a == '-m' else 'nqueries' if a == '-q' else 'MAX,HERE,NEAR'}'", 2)
+                what = {"-m": "max_ttl", "-q": "nqueries", "-w": "MAX,HERE,NEAR"}[a]
+                raise Usage(f"Option `{a}' (argc {i + 1}) requires an argument: `{a} {what}'", 2)
             try:
                 val = float(args[i + 1]) if a == "-w" else int(args[i + 1])
             except ValueError:
@@ -98,7 +99,8 @@ def traceroute_command(ns: Namespace, args: list[str]) -> Result:
     try:
         dst = ip2int(dest)
     except ValueError:
-        return Result(2, "", f"{dest}: Name or service not known\nCannot handle \"host\" cmdline arg `{dest}' on position 1 (argc 1)\n")
+        return Result(2, "", f"{dest}: Name or service not known\n"
+                             f"Cannot handle \"host\" cmdline arg `{dest}' on position 1 (argc 1)\n")
     try:
         lines = traceroute(ns, dst, max_hops=max_hops, queries=queries, wait=wait, numeric=numeric)
     except NetError as exc:

@@ -99,9 +99,10 @@ class Lab:
 
     # --- the trace and the captures ---------------------------------------------------
     def record(self, d: Decision, pid: int) -> None:
-        self.trace.add(d)
-        if self.trace.enabled:
+        if self.trace.add(d):
             self.by_pid.setdefault(pid, []).append(d)
+        if not self._captured_links:
+            return  # hop contexts only feed capture comments
         hop = self._hop.get((pid, d.netns))
         if hop is None:
             hop = self._hop[(pid, d.netns)] = []
@@ -111,6 +112,10 @@ class Lab:
     def decisions(self, pid: int) -> list[Decision]:
         """The ordered decisions taken for frame `pid` at every hop."""
         return list(self.by_pid.get(pid, []))
+
+    def trace_text(self, pid: int) -> str:
+        """The journey of frame `pid` as text, one decision a line."""
+        return self.trace.render(self.decisions(pid))
 
     def capture(self, netns: str, ifname: str) -> Capture:
         """Starts capturing on `netns/ifname` (both directions)."""
@@ -129,6 +134,10 @@ class Lab:
 
     def capture_point(self, link: Link, frame: bytes, direction: str, pid: int) -> None:
         """Called by every link on rx and tx; starts a new hop context on rx."""
+        if not self._captured_links:
+            return
+        if len(self._hop) > 100_000:
+            self._hop.clear()  # contexts of frames long gone; in-flight records keep their own lists
         key = (pid, link.ns.name)
         if direction == "in" and link.master is None:
             hop = self._hop[key] = []

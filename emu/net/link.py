@@ -57,6 +57,7 @@ class Link:
     counters: Counters = field(default_factory=Counters)
     master: Link | None = None
     hairpin: bool = False  # as a bridge port: may send a frame back out of the port it came in on
+    was_up: bool = False  # has been up once (it then keeps its qdisc)
     delay: float = 0.000005  # one-way latency of the wire behind this link
     kind = "ether"
     link_type = "ether"

@@ -29,6 +29,7 @@ from emu.net.route import (
     UNICAST,
     FibTable,
     Route,
+    proto_name,
 )
 from emu.net.stack import Stack
 from emu.net.tunnel import Ipip, Vxlan
@@ -71,7 +72,6 @@ class Namespace:
         self.stack = Stack(self)
         lo = Loopback(ns=self, ifname="lo", ifindex=self._alloc_ifindex(), mac=0, mtu=65536)
         self.links["lo"] = lo
-        self._addr_add(lo, Address(local=0x7F000001, plen=8, scope=SCOPE_HOST, label="lo"))
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name}>"
@@ -162,13 +162,12 @@ class Namespace:
         """`ip link add IFNAME [address MAC] [mtu N] type KIND [...]`; a veth also creates its peer."""
         op = f"link add {ifname}"
         if kind not in KINDS:
-            raise self._err(NetError(f'Error: Unknown device type "{kind}".' if kind else "Not enough information: \"type\" argument is required", rc=2), op)
+            raise self._err(NetError(f'Error: Unknown device type "{kind}".', rc=2), op)
         if not ifname or len(ifname) > 15 or "/" in ifname or " " in ifname:
             raise self._err(NetError(f'Error: argument "{ifname}" is wrong: "name" not a valid ifname', rc=1), op)
         if ifname in self.links:
             raise self._err(errors.exists(), op)
         cls = KINDS[kind]
-        rng = self.lab.clock.rng
         link_mac = mac2int(mac) if mac else self.lab.random_mac()
         kw: dict[str, object] = {}
         if kind == "nic":
@@ -218,7 +217,6 @@ class Namespace:
         if kind == "nic":
             link.segment.attach(link)  # type: ignore[attr-defined]
         self.links[ifname] = link
-        del rng
         return link
 
     def link_set(
@@ -254,7 +252,7 @@ class Namespace:
                 link.master._adopt_mac()
         if mtu is not None:
             if mtu < 68 or mtu > 65535:
-                raise self._err(NetError(f"Error: mtu less than device minimum." if mtu < 68 else
+                raise self._err(NetError("Error: mtu less than device minimum." if mtu < 68 else
                                          "Error: mtu greater than device maximum.", rc=2), op)
             link.mtu = mtu
         if nomaster and isinstance(link.master, Bridge):
@@ -316,14 +314,19 @@ class Namespace:
             self.lab.bump()
 
     def _dev_up(self, link: Link) -> None:
+        link.was_up = True
+        if isinstance(link, Loopback) and not any(a.local == 0x7F000001 for a in link.addrs):
+            # inetdev_event(NETDEV_UP): loopback gets 127.0.0.1/8 when it first comes up.
+            self._addr_add(link, Address(local=0x7F000001, plen=8, scope=SCOPE_HOST, label="lo"))
         for addr in link.addrs:
             self._add_addr_routes(link, addr)
         self.lab.bump()
 
     def _dev_down(self, link: Link) -> None:
-        """Routes through a downed device are flushed (fib_sync_down_dev); neighbours too."""
+        """Routes through a downed device are flushed (fib_sync_down_dev), except its host-scope
+        local entries; neighbours too."""
         for fib in self.fib.values():
-            for r in [r for r in fib.routes() if r.dev == link.ifname]:
+            for r in [r for r in fib.routes() if r.dev == link.ifname and r.type != LOCAL]:
                 fib.remove(r)
         self.neigh.flush_dev(link)
         if isinstance(link, Bridge):
@@ -389,7 +392,7 @@ class Namespace:
             entries.append(Route(broadcast_of(addr.local, addr.plen), 32, BROADCAST, dev, proto="kernel",
                                  scope=SCOPE_LINK, prefsrc=src, table=TABLE_LOCAL))
         for r in entries:
-            if not any(x.type == r.type and x.dev == r.dev for x in local.find(r.dst, r.plen)):
+            if r not in local.find(r.dst, r.plen):
                 local.insert(r)
         if addr.plen < 32 and not addr.secondary and not isinstance(link, Loopback):
             r = Route(network_of(addr.local, addr.plen), addr.plen, UNICAST, dev, proto="kernel",
@@ -485,9 +488,20 @@ class Namespace:
             prefsrc = ip2int(src)
             if not self.is_local(prefsrc):
                 raise self._err(NetError("Error: Invalid prefsrc address."), op)
+        if scope is not None:
+            if scope not in SCOPE_BY_NAME and not str(scope).isdigit():
+                raise self._err(NetError(f'Error: argument "{scope}" is wrong: invalid "scope" value', rc=1), op)
+            scope_val = SCOPE_BY_NAME.get(scope, int(scope) if str(scope).isdigit() else 0)
+        elif type == LOCAL:
+            scope_val = SCOPE_HOST
+        elif type == UNICAST and gw is None and via is None:
+            scope_val = SCOPE_LINK
+        else:
+            scope_val = SCOPE_UNIVERSE
+        nh_host = False
         if type not in REJECT_TYPES:
             if gw is not None and not onlink:
-                link = self._check_gateway(gw, link, op)
+                link, nh_host = self._check_gateway(gw, link, op, scope_val)
             elif gw is not None and onlink:
                 if link is None:
                     raise self._err(NetError("Error: Nexthop device required for onlink."), op)
@@ -497,16 +511,12 @@ class Namespace:
                 raise self._err(NetError("RTNETLINK answers: No such device"), op)
             if gw is None and not link.up and type == UNICAST:
                 raise self._err(NetError("RTNETLINK answers: Network is down"), op)
-        if scope is not None:
-            scope_val = SCOPE_BY_NAME[scope]
-        elif type in (LOCAL,):
-            scope_val = SCOPE_HOST
-        elif type == UNICAST and gw is None and via is None:
-            scope_val = SCOPE_LINK
-        else:
-            scope_val = SCOPE_UNIVERSE
+        name = proto_name(str(proto))
+        if name is None:
+            raise self._err(NetError(f'Error: argument "{proto}" is wrong: "protocol" value is invalid\n', rc=255), op)
+        proto = name
         route = Route(net, plen, type, link.ifname if link else None, gw, metric, proto, scope_val, prefsrc,
-                      onlink and gw is not None, table)
+                      onlink and gw is not None, table, nh_host)
         fib = self.fib.setdefault(table, FibTable(self.tables, table))
         same = [r for r in fib.find(net, plen) if r.metric == metric]
         if replace and same:
@@ -517,20 +527,15 @@ class Namespace:
         self.lab.bump()
         return route
 
-    def _check_gateway(self, gw: int, link: Link | None, op: str) -> Link:
-        """fib_check_nh: the gateway must be reachable by a scope-link route (or be on the given device)."""
-        if self.is_local(gw):
-            r = self.fib[TABLE_LOCAL].lookup(gw)
-            if link is None and r is not None and r.dev:
-                return self.link(r.dev)
-            if link is not None:
-                return link
-        r = self.fib[TABLE_MAIN].lookup(gw)
-        if r is None or r.type != UNICAST or r.gateway is not None or r.dev is None or r.scope < SCOPE_LINK:
+    def _check_gateway(self, gw: int, link: Link | None, op: str, scope: int) -> tuple[Link, bool]:
+        """fib_check_nh_v4_gw: look the gateway up with scope > the route's (at least link) and the
+        given device; it must resolve to a unicast or local route."""
+        want = max(scope + 1, SCOPE_LINK)
+        oif = link.ifname if link is not None else None
+        r = self.fib[TABLE_LOCAL].lookup(gw, want, oif) or self.fib[TABLE_MAIN].lookup(gw, want, oif)
+        if r is None or r.type not in (UNICAST, LOCAL) or r.dev is None:
             raise self._err(NetError("Error: Nexthop has invalid gateway."), op)
-        if link is not None and r.dev != link.ifname:
-            raise self._err(NetError("Error: Nexthop has invalid gateway."), op)
-        return self.link(r.dev)
+        return (link if link is not None else self.link(r.dev)), r.type == LOCAL
 
     def route_del(self, dst: str, *, via: str | None = None, dev: str | None = None, metric: int | None = None,
                   type: str | None = None, table: int = TABLE_MAIN) -> None:
@@ -546,8 +551,10 @@ class Namespace:
         gw = ip2int(via) if via else None
         fib = self.fib.get(table)
         for r in fib.find(net, plen) if fib else []:
-            if (metric is None or r.metric == metric) and (dev is None or r.dev == dev) and (
-                gw is None or r.gateway == gw) and (type is None or r.type == type):
+            # `via 0.0.0.0` names a directly connected next hop, as it did on add.
+            gw_ok = gw is None or r.gateway == gw or (gw == 0 and r.gateway is None)
+            if (metric is None or r.metric == metric) and (dev is None or r.dev == dev) and gw_ok and (
+                type is None or r.type == type):
                 fib.remove(r)  # type: ignore[union-attr]
                 self.lab.bump()
                 return
@@ -573,16 +580,17 @@ class Namespace:
             return r.prefsrc
         if r.dev is None:
             return None
-        return self.select_addr(self.links[r.dev], r.gateway if r.gateway is not None else dst, r.scope)
+        # fib_info_update_nhc_saddr asks for an address near the gateway (0 for a direct route).
+        return self.select_addr(self.links[r.dev], r.nexthop_gateway or 0, r.scope)
 
     def select_addr(self, link: Link, dst: int, scope: int) -> int | None:
-        """inet_select_addr: a primary address of the device in dst's subnet, else its first fitting one,
-        else the first fitting address of another device (lo first; link-scope ones excluded)."""
+        """inet_select_addr: a primary address of the device in dst's subnet (any, when dst is 0), else its
+        first fitting one, else the first fitting address of another device (lo first; link scope excluded)."""
         first = None
         for a in link.addrs:
             if a.secondary or a.scope > scope:
                 continue
-            if in_subnet(dst, network_of(a.local, a.plen), a.plen):
+            if not dst or in_subnet(dst, network_of(a.local, a.plen), a.plen):
                 return a.local
             if first is None:
                 first = a.local

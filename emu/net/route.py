@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from types import ModuleType
 
-from emu.net.addr import int2ip, prefix_str
+from emu.net.addr import int2ip, mask, prefix_str
 
 # rtnetlink scopes (include/uapi/linux/rtnetlink.h); lower is wider.
 SCOPE_UNIVERSE, SCOPE_LINK, SCOPE_HOST = 0, 253, 254
@@ -26,6 +27,28 @@ LOOKUP_ERRORS = {
     None: "Network is unreachable",
 }
 
+# /etc/iproute2/rt_protos: what `proto N` prints as.
+PROTO_NAMES = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated", 9: "ra", 10: "mrt",
+               11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp", 15: "ntk", 16: "dhcp", 18: "keepalived",
+               42: "babel", 99: "openr", 186: "bgp", 187: "isis", 188: "ospf", 189: "rip", 192: "eigrp"}
+PROTO_BY_NAME = {v: k for k, v in PROTO_NAMES.items()}
+
+
+def proto_name(text: str) -> str | None:
+    """A `proto` argument as iproute2 stores it: a known name, or the number; None if invalid."""
+    if text in PROTO_BY_NAME:
+        return text
+    if text.isdigit() and int(text) <= 255:
+        return PROTO_NAMES.get(int(text), text)
+    if text.lower().startswith("0x"):
+        try:
+            n = int(text, 16)
+        except ValueError:
+            return None
+        return PROTO_NAMES.get(n, str(n)) if n <= 255 else None
+    return None
+
+
 TABLE_LOCAL, TABLE_MAIN = 255, 254
 TABLE_NAMES = {TABLE_LOCAL: "local", TABLE_MAIN: "main"}
 
@@ -45,6 +68,12 @@ class Route:
     prefsrc: int | None = None
     onlink: bool = False
     table: int = TABLE_MAIN
+    nh_host: bool = False  # the gateway is one of our addresses: nexthop scope host, no rt_gw4
+
+    @property
+    def nexthop_gateway(self) -> int | None:
+        """The gateway a packet is sent to (rt_set_nexthop uses it only at link scope)."""
+        return None if self.nh_host else self.gateway
 
     @property
     def prefix(self) -> str:
@@ -82,6 +111,7 @@ class FibTable:
         self._ids: dict[tuple[int, int], int] = {}
         self._keys: list[tuple[int, int] | None] = []
         self._free: list[int] = []
+        self._plens: Counter[int] = Counter()
 
     def _bucket_id(self, key: tuple[int, int]) -> int:
         if key in self._ids:
@@ -106,12 +136,16 @@ class FibTable:
                 pos = i
                 break
         bucket.insert(pos, route)
+        self._plens[route.plen] += 1
         self.version += 1
 
     def remove(self, route: Route) -> None:
         key = (route.dst, route.plen)
         bucket = self.buckets[key]
         bucket.remove(route)
+        self._plens[route.plen] -= 1
+        if not self._plens[route.plen]:
+            del self._plens[route.plen]
         if not bucket:
             del self.buckets[key]
             bid = self._ids.pop(key)
@@ -123,14 +157,28 @@ class FibTable:
     def find(self, dst: int, plen: int) -> list[Route]:
         return self.buckets.get((dst, plen), [])
 
-    def lookup(self, addr: int) -> Route | None:
-        """Longest prefix, then the first alias (lowest metric), whatever its type."""
-        bid = self.lpm.lookup(addr)
-        if bid < 0:
-            return None
-        key = self._keys[bid]
-        assert key is not None
-        return self.buckets[key][0]
+    def lookup(self, addr: int, scope: int = SCOPE_UNIVERSE, oif: str | None = None) -> Route | None:
+        """fib_table_lookup: longest prefix, then the first alias (lowest metric), whatever its type.
+
+        With a `scope` or an `oif`, aliases of narrower scope or on another device are skipped and
+        the search backtracks to shorter prefixes, as the kernel does for next-hop validation."""
+        if scope == SCOPE_UNIVERSE and oif is None:
+            bid = self.lpm.lookup(addr)
+            if bid < 0:
+                return None
+            key = self._keys[bid]
+            assert key is not None
+            return self.buckets[key][0]
+        for plen in sorted(self._plens, reverse=True):
+            for r in self.buckets.get((addr & mask(plen), plen), ()):
+                if r.scope < scope:
+                    continue
+                if r.type in REJECT_TYPES:
+                    return r
+                if oif is not None and r.dev != oif:
+                    continue
+                return r
+        return None
 
     def routes(self) -> list[Route]:
         """All aliases in `ip route show` order: by prefix address, longer prefixes first on a tie."""

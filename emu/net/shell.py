@@ -346,24 +346,7 @@ class Shell:
         cmd = args[0] if args else "show"
         a = args[1:]
         if _match(cmd, ("show", "list")) or cmd == "lst":
-            tname = "main"
-            if "table" in a and a.index("table") + 1 < len(a):
-                at = a.index("table")
-                tname = a[at + 1]
-                a = a[:at] + a[at + 2:]
-                if tname not in ("all", "main", "local") and not tname.isdigit():
-                    raise Usage(f'Error: argument "{tname}" is wrong: table id value is invalid', 1)
-            kw = self._route_args(a)
-            prefix = None
-            if "dst" in kw:
-                try:
-                    prefix = parse_prefix(str(kw["dst"]))
-                except ValueError:
-                    raise Usage(f'Error: any valid prefix is expected rather than "{kw["dst"]}".', 1) from None
-            dev = str(kw["dev"]) if "dev" in kw else None
-            if dev is not None:
-                self.ns.link(dev)
-            return Result(0, show.ip_route(self.ns, table=tname, as_json=as_json, prefix=prefix, dev=dev))
+            return Result(0, show.ip_route(self.ns, as_json=as_json, filt=self._route_filter(a)))
         if cmd == "get":
             fibmatch = False
             while a and a[0] in ("fibmatch", "to"):
@@ -406,6 +389,74 @@ class Shell:
             return Result(0)
         raise Usage(f'Command "{cmd}" is unknown, try "ip route help".', 255)
 
+    def _route_filter(self, a: list[str]) -> show.RouteFilter:
+        """The selectors of `ip route show`: table, dev, proto, scope, via, type, root, match, exact, PREFIX."""
+        f = show.RouteFilter()
+        i = 0
+        while i < len(a):
+            w = a[i]
+            if w in ROUTE_TYPES:
+                f.types = (f.types or set()) | {w}
+                i += 1
+                continue
+            if i + 1 >= len(a):
+                if w in ("table", "dev", "proto", "scope", "via", "type", "root", "match", "exact", "to"):
+                    raise Usage('Command line is not complete. Try option "help"', 255)
+            nxt = a[i + 1] if i + 1 < len(a) else ""
+            if w == "table":
+                if nxt not in ("all", "main", "local") and not nxt.isdigit():
+                    raise Usage(f'Error: argument "{nxt}" is wrong: table id value is invalid', 1)
+                f.table = nxt
+            elif w == "dev":
+                self.ns.link(nxt)
+                f.dev = nxt
+            elif w == "proto":
+                from emu.net.route import proto_name
+
+                name = proto_name(nxt)
+                if name is None:
+                    raise Usage(f'Error: argument "{nxt}" is wrong: "protocol" value is invalid\n', 255)
+                f.proto = name
+            elif w == "scope":
+                from emu.net.route import SCOPE_BY_NAME
+
+                if nxt not in SCOPE_BY_NAME and not nxt.isdigit():
+                    raise Usage(f'Error: argument "{nxt}" is wrong: invalid "scope" value', 1)
+                f.scope = SCOPE_BY_NAME.get(nxt, int(nxt) if nxt.isdigit() else 0)
+            elif w == "via":
+                f.via = self._addr(nxt)
+            elif w == "type":
+                if nxt not in ROUTE_TYPES:
+                    raise Usage(f'Error: argument "{nxt}" is wrong: "type" value is invalid', 1)
+                f.types = (f.types or set()) | {nxt}
+            elif w in ("root", "match", "exact", "to"):
+                pfx = self._prefix(nxt)
+                if w in ("root", "exact", "to"):
+                    f.root = pfx
+                if w in ("match", "exact", "to"):
+                    f.match = pfx
+            else:
+                pfx = self._prefix(w)
+                f.root = f.match = pfx
+                i += 1
+                continue
+            i += 2
+        return f
+
+    @staticmethod
+    def _prefix(text: str) -> tuple[int, int]:
+        try:
+            return parse_prefix(text, strict=False)
+        except ValueError:
+            raise Usage(f'Error: any valid prefix is expected rather than "{text}".', 1) from None
+
+    @staticmethod
+    def _addr(text: str) -> int:
+        try:
+            return ip2int(text)
+        except ValueError:
+            raise Usage(f'Error: inet address is expected rather than "{text}".', 1) from None
+
     @staticmethod
     def _check_prefix(dst: str) -> None:
         try:
@@ -417,7 +468,19 @@ class Shell:
         cmd = args[0] if args else "show"
         a = args[1:]
         if _match(cmd, ("show", "list")) or cmd == "lst":
-            return Result(0, show.ip_neigh(self.ns, as_json=as_json))
+            dev, prefix = None, None
+            i = 0
+            while i < len(a):
+                if a[i] == "dev" and i + 1 < len(a):
+                    dev = self.ns.link(a[i + 1]).ifname
+                    i += 2
+                    continue
+                if a[i] in ("nud", "proxy"):
+                    i += 2 if a[i] == "nud" else 1
+                    continue
+                prefix = self._prefix(a[i] if a[i] != "to" else a[i + 1])
+                i += 2 if a[i] == "to" else 1
+            return Result(0, show.ip_neigh(self.ns, as_json=as_json, dev=dev, prefix=prefix))
         if cmd in ("add", "del", "delete", "replace", "change"):
             if not a:
                 raise Usage("Device and destination are required arguments.", 255)

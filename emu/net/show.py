@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from emu.net.errors import NetError
 
 from emu.net.addr import int2ip, int2mac, mask
 from emu.net.bridge import Bridge
@@ -33,8 +36,8 @@ def dumps(obj: Any) -> str:
 
 # --- links and addresses ----------------------------------------------------------------
 def _qdisc(link: Link) -> str:
-    if not link.up:
-        return "noop"
+    if not link.was_up:
+        return "noop"  # a device gets its qdisc when it first comes up and keeps it
     return "pfifo_fast" if type(link) is not Dummy and link.kind == "ifb" else "noqueue"
 
 
@@ -142,21 +145,55 @@ def _linkdown(ns: Namespace, r: Route) -> bool:
     return link is not None and link.up and not link.carrier
 
 
-def route_fields(ns: Namespace, r: Route, *, show_table: bool, dev_filter: bool = False) -> dict[str, Any]:
+@dataclass
+class RouteFilter:
+    """`ip route show` selectors; a field given as a selector is not printed (iproute2's masks)."""
+
+    table: str = "main"
+    dev: str | None = None
+    proto: str | None = None
+    scope: int | None = None
+    via: int | None = None
+    types: set[str] | None = None
+    root: tuple[int, int] | None = None
+    match: tuple[int, int] | None = None
+
+    def keeps(self, r: Route) -> bool:
+        if self.dev is not None and r.dev != self.dev:
+            return False
+        if self.proto is not None and r.proto != self.proto:
+            return False
+        if self.scope is not None and r.scope != self.scope:
+            return False
+        if self.via is not None and r.gateway != self.via:
+            return False
+        if self.types is not None and r.type not in self.types:
+            return False
+        if self.root is not None and (r.plen < self.root[1] or r.dst & mask(self.root[1]) != self.root[0]):
+            return False
+        return self.match is None or (r.plen <= self.match[1] and self.match[0] & mask(r.plen) == r.dst)
+
+    def hidden(self) -> dict[str, bool]:
+        return {"dev": self.dev is not None, "proto": self.proto is not None, "scope": self.scope is not None,
+                "via": self.via is not None}
+
+
+def route_fields(ns: Namespace, r: Route, *, show_table: bool, hide: dict[str, bool] | None = None) -> dict[str, Any]:
     """One route as iproute2's JSON object (the text form is rendered from the same fields)."""
+    hide = hide or {}
     d: dict[str, Any] = {}
     if r.type != UNICAST:
         d["type"] = r.type
     d["dst"] = r.prefix
-    if r.gateway is not None:
+    if r.gateway is not None and not hide.get("via"):
         d["gateway"] = int2ip(r.gateway)
-    if r.dev and not dev_filter:
+    if r.dev and not hide.get("dev"):
         d["dev"] = r.dev
     if show_table and r.table != TABLE_MAIN:
         d["table"] = TABLE_NAMES.get(r.table, str(r.table))
-    if r.proto != "boot":
+    if r.proto != "boot" and not hide.get("proto"):
         d["protocol"] = r.proto
-    if r.scope and not (r.type == LOCAL and r.scope == 254 and False):
+    if r.scope and not hide.get("scope"):
         d["scope"] = SCOPE_NAMES.get(r.scope, str(r.scope))
     if r.prefsrc is not None:
         d["prefsrc"] = int2ip(r.prefsrc)
@@ -184,8 +221,9 @@ def route_text(d: dict[str, Any]) -> str:
     return " ".join(parts) + " \n"
 
 
-def ip_route(ns: Namespace, *, table: str = "main", as_json: bool = False, prefix: tuple[int, int] | None = None,
-             dev: str | None = None) -> str:
+def ip_route(ns: Namespace, *, as_json: bool = False, filt: RouteFilter | None = None) -> str:
+    filt = filt or RouteFilter()
+    table = filt.table
     if table == "all":
         ids = [TABLE_MAIN, TABLE_LOCAL] + sorted(t for t in ns.fib if t not in (TABLE_MAIN, TABLE_LOCAL))
     else:
@@ -196,11 +234,8 @@ def ip_route(ns: Namespace, *, table: str = "main", as_json: bool = False, prefi
         if fib is None:
             continue
         for r in fib.routes():
-            if prefix is not None and (r.dst, r.plen) != prefix:
-                continue
-            if dev is not None and r.dev != dev:
-                continue
-            rows.append(route_fields(ns, r, show_table=table == "all", dev_filter=dev is not None))
+            if filt.keeps(r):
+                rows.append(route_fields(ns, r, show_table=table == "all", hide=filt.hidden()))
     if as_json:
         return dumps(rows)
     return "".join(route_text(d) for d in rows)
@@ -208,23 +243,47 @@ def ip_route(ns: Namespace, *, table: str = "main", as_json: bool = False, prefi
 
 def route_get(ns: Namespace, addr: int, *, fibmatch: bool = False, as_json: bool = False) -> str:
     """`ip route get [fibmatch] ADDR` (raises NetError as the kernel answers)."""
+    if addr == 0:
+        # ip_route_output: no destination means this host, via lo.
+        if fibmatch:
+            raise NetError("RTNETLINK answers: No route to host")
+        d: dict[str, Any] = {"type": "local", "dst": "0.0.0.0", "dev": "lo", "prefsrc": "127.0.0.1", "flags": [],
+                             "uid": 0, "cache": ["local"]}
+        return _route_get_out(d, as_json)
     r, src = ns.route_get(addr)
+    # __mkroute_output: a unicast route to a multicast or limited-broadcast address changes type.
+    cast = "multicast" if addr >> 28 == 0xE else "broadcast" if addr == 0xFFFFFFFF else None
+    cast = cast if r.type == UNICAST else None
     if fibmatch:
         d = route_fields(ns, r, show_table=False)
+        if cast:
+            d = {"type": cast, **d}
         return dumps([d]) if as_json else route_text(d)
-    d: dict[str, Any] = {}
-    if r.type != UNICAST:
-        d["type"] = r.type
+    d = {}
+    if r.type != UNICAST or cast:
+        d["type"] = cast or r.type
     d["dst"] = int2ip(addr)
-    if r.gateway is not None:
-        d["gateway"] = int2ip(r.gateway)
+    # "If multicast route do not exist use default one, but do not gateway in this case."
+    gw = r.nexthop_gateway
+    if gw is not None and not (cast == "broadcast" or (cast == "multicast" and r.plen < 4)):
+        d["gateway"] = int2ip(gw)
     d["dev"] = "lo" if r.type == LOCAL else r.dev
     if src is not None:
         d["prefsrc"] = int2ip(src)
-    d["flags"] = ["linkdown"] if r.type == UNICAST and _linkdown(ns, r) else []
+    # What iproute2 6.1 prints for RTCF_MULTICAST reported by this kernel (a flag-bit collision).
+    d["flags"] = ["rt_offload_failed"] if cast == "multicast" else (
+        ["linkdown"] if r.type == UNICAST and _linkdown(ns, r) else [])
     d["uid"] = 0
-    cache = ["local"] if r.type == LOCAL else ["local", "brd"] if r.type == BROADCAST else []
+    if cast == "multicast":
+        cache = ["local", "mc"] if addr == 0xE0000001 else ["mc"]  # 224.0.0.1 is always joined
+    else:
+        cache = ["local"] if r.type == LOCAL else ["local", "brd"] if BROADCAST in (r.type, cast) else []
     d["cache"] = cache
+    return _route_get_out(d, as_json)
+
+
+def _route_get_out(d: dict[str, Any], as_json: bool) -> str:
+    cache = d["cache"]
     if as_json:
         return dumps([d])
     parts = [d["type"]] if "type" in d else []
@@ -260,24 +319,32 @@ def route_n(ns: Namespace) -> str:
 
 
 # --- neighbours -----------------------------------------------------------------------------
-def _neigh_rows(ns: Namespace) -> list[tuple[Link, int, int, int]]:
+def _neigh_rows(ns: Namespace, dev: str | None = None, prefix: tuple[int, int] | None = None,
+                ) -> list[tuple[Link, int, int, int]]:
     rows = []
     for link in ns.sorted_links():
+        if dev is not None and link.ifname != dev:
+            continue
         for ip, mac, state in ns.neigh.entries(link):
-            rows.append((link, ip, mac, state))
+            if prefix is None or ip & mask(prefix[1]) == prefix[0]:
+                rows.append((link, ip, mac, state))
     return rows
 
 
-def ip_neigh(ns: Namespace, *, as_json: bool = False) -> str:
+def ip_neigh(ns: Namespace, *, as_json: bool = False, dev: str | None = None,
+             prefix: tuple[int, int] | None = None) -> str:
     out_json, out = [], []
-    for link, ip, mac, state in _neigh_rows(ns):
-        d: dict[str, Any] = {"dst": int2ip(ip), "dev": link.ifname}
+    for link, ip, mac, state in _neigh_rows(ns, dev, prefix):
+        d: dict[str, Any] = {"dst": int2ip(ip)}
+        if dev is None:
+            d["dev"] = link.ifname
         if mac >= 0 and state not in (INCOMPLETE, FAILED):
             d["lladdr"] = int2mac(mac)
         d["state"] = [STATE_NAMES[state]]
         out_json.append(d)
         ll = f"lladdr {d['lladdr']} " if "lladdr" in d else ""
-        out.append(f"{d['dst']} dev {link.ifname} {ll}{STATE_NAMES[state]} \n")
+        on = f"dev {link.ifname} " if dev is None else ""
+        out.append(f"{d['dst']} {on}{ll}{STATE_NAMES[state]} \n")
     return dumps(out_json) if as_json else "".join(out)
 
 

@@ -193,7 +193,8 @@ class Stack:
                 return
             code = {UNREACHABLE: HOST_UNREACH, PROHIBIT: PKT_FILTERED}.get(kind or "", NET_UNREACH)
             reason = {UNREACHABLE: Drop.UNREACHABLE, PROHIBIT: Drop.PROHIBIT}.get(kind or "", Drop.NO_ROUTE)
-            self.ns.drop(dev, pid, reason, f"no usable route to {int2ip(dst)}" + (f" ({r.type} {r.prefix})" if r else ""))
+            why = f" ({r.type} {r.prefix})" if r else ""
+            self.ns.drop(dev, pid, reason, f"no usable route to {int2ip(dst)}{why}")
             self.icmp_error(pkt, ICMP_DEST_UNREACH, code, pid)
             return
         if pkt[8] <= 1:
@@ -259,6 +260,12 @@ class Stack:
             entry = self.reasm[key] = {"parts": {}, "end": None, "head": None}
             entry["timer"] = self.ns.lab.clock.call_later(REASM_TIMEOUT, lambda: self._reasm_expire(dev, key, pid))
         offset = (frag & 0x1FFF) * 8
+        if offset + len(pkt) > 65535:
+            # ip_frag_queue: a datagram that would exceed 64 KiB is dropped whole ("ping of death").
+            entry["timer"].cancel()  # type: ignore[union-attr]
+            del self.reasm[key]
+            self.ns.drop(dev, pid, Drop.MALFORMED, f"ip: oversized datagram, fragment at offset {offset}")
+            return None
         parts: dict[int, bytes] = entry["parts"]  # type: ignore[assignment]
         parts[offset] = pkt[ihl:]
         if offset == 0:
@@ -332,7 +339,9 @@ class Stack:
             self.ns.drop(dev, pid, Drop.BAD_CHECKSUM, "udp: bad checksum")
             return
         for link in self.ns.sorted_links():
-            if link.kind == "vxlan" and link.up and link.dstport == dport and getattr(link, "local", None) in (None, dst):  # type: ignore[attr-defined]
+            if link.kind != "vxlan" or not link.up or link.dstport != dport:  # type: ignore[attr-defined]
+                continue
+            if getattr(link, "local", None) in (None, dst):
                 decap = self.t.vxlan_decap(pkt, 0)
                 if decap is None or decap[0] != link.vni:  # type: ignore[attr-defined]
                     continue
@@ -371,7 +380,8 @@ class Stack:
             r = self._output_route(dst)
             src = self.ns.route_source(r, dst) or 0
         if proto == UDP:
-            payload = payload[:6] + struct.pack("!H", self.t.udp_checksum(src, dst, payload[:6] + b"\0\0" + payload[8:])) + payload[8:]
+            csum = self.t.udp_checksum(src, dst, payload[:6] + b"\0\0" + payload[8:])
+            payload = payload[:6] + struct.pack("!H", csum) + payload[8:]
         elif proto == TCP:
             payload = self._tcp_checksummed(src, dst, payload)
         pkt = self.build_ip(src, dst, proto, payload, ttl=ttl, df=df, tos=tos)
@@ -426,13 +436,16 @@ class Stack:
                     self.local_error(pkt, "message too long", dev.mtu)
                 return
             pieces = self.fragment(pkt, dev.mtu)
+            if not pieces:
+                self.ns.drop(dev, pid, Drop.MALFORMED, "ip: fragment offset past 64 KiB")
+                return
             self.ns.note(dev, pid, "forward", f"ip: fragmented into {len(pieces)} for mtu {dev.mtu}")
         else:
             pieces = [pkt]
-        nexthop = r.gateway if r.gateway is not None else dst
+        nexthop = r.nexthop_gateway if r.nexthop_gateway is not None else dst
         if dev.l3:
             for piece in pieces:
-                dev.send_ip(piece, r.gateway, pid)  # type: ignore[attr-defined]
+                dev.send_ip(piece, r.nexthop_gateway, pid)  # type: ignore[attr-defined]
             return
         if r.type == BROADCAST or dst == 0xFFFFFFFF:
             for piece in pieces:
@@ -459,6 +472,8 @@ class Stack:
         head, data = bytearray(pkt[:ihl]), pkt[ihl:]
         base = int.from_bytes(pkt[6:8], "big")
         step = (mtu - ihl) & ~7
+        if (base & 0x1FFF) * 8 + len(data) > 0xFFFF:
+            return []  # a malformed fragment reaching past 64 KiB cannot be split further
         out = []
         for off in range(0, len(data), step):
             chunk = data[off:off + step]

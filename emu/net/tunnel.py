@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 from emu.net.addr import int2ip, int2mac
@@ -117,6 +116,3 @@ class Ipip(Link):
         return {"local": int2ip(self.local) if self.local is not None else "any",
                 "remote": int2ip(self.remote) if self.remote is not None else "any"}
 
-
-def vxlan_header(vni: int) -> bytes:
-    return struct.pack("!II", 0x08000000, vni << 8)
