@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ from emu.clock import Clock
 from emu.net.errors import NetError
 from emu.net.namespace import Namespace
 from emu.net.segment import Segment
-from emu.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, Record, write_pcapng
+from emu.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, Record, write_pcap, write_pcapng
 from emu.trace import Decision, Trace
 
 if TYPE_CHECKING:
@@ -157,6 +158,16 @@ class Lab:
     def records(self, names: set[str] | None = None) -> list[Record]:
         """Capture records in the order they happened, optionally only from the named points."""
         return [r for r in self._records if names is None or r.ifname in names]
+
+    def write_pcaps(self, directory: str) -> dict[str, int]:
+        """Plain per-interface pcaps: `<directory>/<netns>_<ifname>.pcap`, frame counts by capture point."""
+        out = {}
+        for cap in self.captures.values():
+            link = self.namespaces[cap.netns].links.get(cap.ifname)
+            linktype = LINKTYPE_RAW if link is not None and link.l3 else LINKTYPE_ETHERNET
+            path = os.path.join(directory, f"{cap.netns}_{cap.ifname}.pcap")
+            out[cap.name] = write_pcap(path, cap.records, EPOCH, linktype)
+        return out
 
     def write_pcap(self, path: str, names: set[str] | None = None) -> int:
         """Writes the captured frames (all points, or `names`) to one pcapng file."""

@@ -1,7 +1,9 @@
-"""The shell front end: iproute2, net-tools, sysctl, cat, ping and traceroute command lines.
+"""The shell front end: iproute2, net-tools, sysctl and cat command lines, plus registered apps.
 
 Each command line parses into the namespace API and returns what the real tool would:
-exit code, stdout and stderr. Apps that take time (ping) run the lab's virtual clock.
+exit code, stdout and stderr. Host applications (ping, traceroute) live a layer up in
+`emu.apps` and register their commands here, so this module never imports them; the first
+unknown command loads that package once, the way a plugin entry point would.
 """
 
 from __future__ import annotations
@@ -42,6 +44,26 @@ class Usage(Exception):
 
 
 IP_OBJECTS = ("link", "address", "route", "neighbour", "neighbor", "netns")
+APP_PACKAGES = ("emu.apps",)
+
+AppCommand = Callable[["Namespace", list[str]], Result]
+APPS: dict[str, AppCommand] = {}
+_apps_loaded = False
+
+
+def register(name: str, command: AppCommand) -> None:
+    """Makes `name ARGS...` run `command(ns, args)` in every namespace's shell."""
+    APPS[name] = command
+
+
+def _load_apps() -> None:
+    global _apps_loaded
+    if not _apps_loaded:
+        import importlib
+
+        _apps_loaded = True
+        for pkg in APP_PACKAGES:
+            importlib.import_module(pkg)
 
 
 def _match(word: str, options: tuple[str, ...]) -> str | None:
@@ -59,7 +81,7 @@ class Shell:
         self.ns = ns
         self.commands: dict[str, Callable[[list[str]], Result]] = {
             "ip": self.ip, "bridge": self.bridge, "route": self.route, "arp": self.arp, "sysctl": self.sysctl,
-            "cat": self.cat, "ping": self.ping, "traceroute": self.traceroute, "echo": self.echo,
+            "cat": self.cat, "echo": self.echo,
         }
 
     def run(self, line: str) -> Result:
@@ -71,7 +93,11 @@ class Shell:
             return Result(0)
         cmd = self.commands.get(argv[0])
         if cmd is None:
-            return Result(127, "", f"sh: 1: {argv[0]}: not found\n")
+            _load_apps()
+            app = APPS.get(argv[0])
+            if app is None:
+                return Result(127, "", f"sh: 1: {argv[0]}: not found\n")
+            cmd = lambda args: app(self.ns, args)  # noqa: E731
         try:
             return cmd(argv[1:])
         except Usage as exc:
@@ -81,13 +107,15 @@ class Shell:
 
     # --- ip ------------------------------------------------------------------------
     def ip(self, args: list[str]) -> Result:
-        as_json = False
+        as_json = stats = False
         ns = self.ns
         while args and args[0].startswith("-"):
             opt = args.pop(0)
             if opt in ("-j", "-json"):
                 as_json = True
-            elif opt in ("-4", "-d", "-details", "-s", "-stats", "-p", "-pretty"):
+            elif opt in ("-s", "-stats", "-statistics"):
+                stats = True
+            elif opt in ("-4", "-d", "-details", "-p", "-pretty"):
                 continue
             elif opt in ("-n", "-netns"):
                 if not args:
@@ -103,7 +131,7 @@ class Shell:
         rest = args[1:]
         sub = Shell(ns) if ns is not self.ns else self
         if obj == "link":
-            return sub._ip_link(rest, as_json)
+            return sub._ip_link(rest, as_json, stats)
         if obj == "address":
             return sub._ip_addr(rest, as_json)
         if obj == "route":
@@ -112,12 +140,12 @@ class Shell:
             return sub._ip_netns(rest)
         return sub._ip_neigh(rest, as_json)
 
-    def _ip_link(self, args: list[str], as_json: bool) -> Result:
+    def _ip_link(self, args: list[str], as_json: bool, stats: bool = False) -> Result:
         cmd = args[0] if args else "show"
         a = args[1:]
         if _match(cmd, ("show", "list")) or cmd == "lst":
             dev = self._dev_arg(a)
-            return Result(0, show.ip_link(self.ns, dev, as_json=as_json))
+            return Result(0, show.ip_link(self.ns, dev, as_json=as_json, stats=stats))
         if cmd == "add":
             return self._link_add(a)
         if _match(cmd, ("delete",)):
@@ -528,10 +556,11 @@ class Shell:
 
     # --- bridge ------------------------------------------------------------------------
     def bridge(self, args: list[str]) -> Result:
-        as_json = False
+        as_json = details = False
         while args and args[0].startswith("-"):
-            if args.pop(0) in ("-j", "-json"):
-                as_json = True
+            opt = args.pop(0)
+            as_json = as_json or opt in ("-j", "-json")
+            details = details or opt in ("-d", "-details")
         if not args:
             raise Usage("Usage: bridge [ OPTIONS ] OBJECT { COMMAND | help }", 255)
         obj, rest = args[0], args[1:]
@@ -564,7 +593,22 @@ class Shell:
                 return Result(0)
             raise Usage(f'Command "{cmd}" is unknown, try "bridge fdb help".', 255)
         if _match(obj, ("link",)):
-            return Result(0, show.bridge_link(self.ns))
+            cmd = rest[0] if rest else "show"
+            if cmd == "set":
+                a = rest[1:]
+                dev = a[a.index("dev") + 1] if "dev" in a and a.index("dev") + 1 < len(a) else None
+                if dev is None:
+                    raise Usage("Device is a required argument.", 255)
+                link = self.ns.link(dev)
+                if "hairpin" in a:
+                    value = a[a.index("hairpin") + 1] if a.index("hairpin") + 1 < len(a) else ""
+                    if value not in ("on", "off"):
+                        raise Usage(f'Error: argument of "hairpin" must be "on" or "off", not "{value}"', 255)
+                    if link.master is None:
+                        raise Usage("RTNETLINK answers: Operation not supported", 255)
+                    self.ns.link_set(dev, hairpin=value == "on")
+                return Result(0)
+            return Result(0, show.bridge_link(self.ns, details=details))
         raise Usage(f'Object "{obj}" is unknown, try "bridge help".', 255)
 
     # --- net-tools, sysctl, files -------------------------------------------------------
@@ -657,14 +701,3 @@ class Shell:
 
     def echo(self, args: list[str]) -> Result:
         return Result(0, " ".join(args) + "\n")
-
-    # --- apps ---------------------------------------------------------------------------
-    def ping(self, args: list[str]) -> Result:
-        from emu.apps.ping import ping_command
-
-        return ping_command(self.ns, args)
-
-    def traceroute(self, args: list[str]) -> Result:
-        from emu.apps.traceroute import traceroute_command
-
-        return traceroute_command(self.ns, args)

@@ -103,11 +103,29 @@ def _select(ns: Namespace, dev: str | None) -> list[Link]:
     return [ns.link(dev)] if dev else ns.sorted_links()
 
 
-def ip_link(ns: Namespace, dev: str | None = None, *, as_json: bool = False) -> str:
+def _stats_json(link: Link) -> dict[str, Any]:
+    c = link.counters
+    return {"rx": {"bytes": c.rx_bytes, "packets": c.rx_packets, "errors": 0, "dropped": c.rx_dropped,
+                   "over_errors": 0, "multicast": 0},
+            "tx": {"bytes": c.tx_bytes, "packets": c.tx_packets, "errors": 0, "dropped": c.tx_dropped,
+                   "carrier_errors": 0, "collisions": 0}}
+
+
+def _stats_text(link: Link) -> str:
+    c = link.counters
+    return ("    RX:  bytes packets errors dropped  missed   mcast           \n"
+            f"    {c.rx_bytes:>10} {c.rx_packets:>7} {0:>6} {c.rx_dropped:>7} {0:>7} {0:>7} \n"
+            "    TX:  bytes packets errors dropped carrier collsns           \n"
+            f"    {c.tx_bytes:>10} {c.tx_packets:>7} {0:>6} {c.tx_dropped:>7} {0:>7} {0:>7} \n")
+
+
+def ip_link(ns: Namespace, dev: str | None = None, *, as_json: bool = False, stats: bool = False) -> str:
+    """`ip [-s] [-j] link show [DEV]`; `-s` adds the rx/tx counters."""
     links = _select(ns, dev)
     if as_json:
-        return dumps([link_json(ns, lk, mode=True) for lk in links])
-    return "".join(_link_head(ns, lk, mode=True) for lk in links)
+        return dumps([{**link_json(ns, lk, mode=True), **({"stats64": _stats_json(lk)} if stats else {})}
+                      for lk in links])
+    return "".join(_link_head(ns, lk, mode=True) + (_stats_text(lk) if stats else "") for lk in links)
 
 
 def _addr_json(link: Link) -> list[dict[str, Any]]:
@@ -393,12 +411,16 @@ def bridge_fdb(ns: Namespace, *, as_json: bool = False, br: str | None = None) -
     return "".join(out)
 
 
-def bridge_link(ns: Namespace) -> str:
+def bridge_link(ns: Namespace, *, details: bool = False) -> str:
+    """`bridge [-d] link`: bridge ports, their STP state and (with -d) their flags such as hairpin."""
     out = []
     for link in ns.sorted_links():
         if link.master is not None:
             state = "forwarding" if link.running else "disabled"
-            hp = " hairpin on" if link.hairpin else ""
             out.append(f"{link.ifindex}: {link.ifname}{_peer_suffix(ns, link)}: <{','.join(link.flags())}> mtu "
-                       f"{link.mtu} master {link.master.ifname} state {state} priority 32 cost 2{hp} \n")
+                       f"{link.mtu} master {link.master.ifname} state {state} priority 32 cost 2 \n")
+            if details:
+                out.append(f"    hairpin {'on' if link.hairpin else 'off'} guard off root_block off fastleave off "
+                           "learning on flood on mcast_flood on bcast_flood on mcast_router 1 mcast_to_unicast off "
+                           "neigh_suppress off vlan_tunnel off isolated off locked off \n")
     return "".join(out)
