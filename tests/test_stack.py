@@ -317,3 +317,19 @@ def test_checksums_of_generated_frames_are_valid(make_lab) -> None:
                 c = p[IP].copy()
                 del c[ICMP].chksum
                 assert IP(bytes(c))[ICMP].chksum == p[ICMP].chksum
+
+
+def test_trace_follows_one_frame_hop_by_hop(make_lab) -> None:
+    lab = make_lab()
+    h1, r, h2 = routed(lab)
+    h1.run("ping -c 1 10.0.2.10")  # resolve neighbours first
+    pid = h1.stack.udp_send(h2.link("eth0").addrs[0].local, 9, b"hi", sport=4000)  # nobody listens on 9
+    lab.settle()
+    steps = [(d.netns, d.ifname, d.point) for d in lab.decisions(pid)]
+    assert steps[0] == ("h1", "eth0", "route")
+    assert ("r", "eth0", "forward") in steps and ("r", "eth1", "route") in steps
+    last = lab.decisions(pid)[-1]
+    assert (last.netns, last.point, last.drop) == ("h2", "drop", Drop.NO_LISTENER)
+    text = lab.trace_text(pid)
+    assert "route 10.0.2.0/24 dev eth1" in text and "forward: ttl 64 -> 63" in text
+    assert text.splitlines()[-1].endswith("[drop: NO_LISTENER]")
