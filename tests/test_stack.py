@@ -279,7 +279,7 @@ def test_ipip_encapsulates_with_protocol_4(make_lab) -> None:
     lab.capture("n1", "eth0")
     assert nodes[0].run("ping -c 1 10.10.2.1").rc == 0
     outs = [Ether(r.frame) for r in lab.records({"n1/eth0"}) if Ether(r.frame).haslayer(IP)]
-    assert outs[0][IP].proto == 4 and outs[0][IP].dst == "192.168.1.2"
+    assert outs[0][IP].proto == 4 and outs[0][IP].dst == "192.168.1.2" and outs[0][IP].flags.DF
     assert outs[0][IP].payload[IP].dst == "10.10.2.1" and len(outs[0][IP]) == 20 + 84
 
 

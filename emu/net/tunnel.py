@@ -105,7 +105,8 @@ class Ipip(Link):
             self.ns.drop(self, pid, Drop.NO_ROUTE, f"ipip {self.ifname}: no source for {int2ip(outer_dst)}")
             return
         ttl = self.ttl or packet[8]
-        outer = self.ns.tables.ipip_encap(packet, src, outer_dst, stack.next_ip_id(), ttl, 0)
+        # pmtudisc is on by default for ipip devices: the outer header always has DF set.
+        outer = self.ns.tables.ipip_encap(packet, src, outer_dst, stack.next_ip_id(), ttl, 0, 1)
         self.ns.note(self, pid, "encap", f"ipip {int2ip(src)} -> {int2ip(outer_dst)}")
         stack.output_ip(bytes(outer), pid, origin=self)
 
