@@ -73,3 +73,28 @@ class Trace:
 
     def render(self, decisions: list[Decision] | None = None) -> str:
         return "\n".join(d.render() for d in (self.decisions if decisions is None else decisions))
+
+
+def render_journey(decisions: list[Decision]) -> str:
+    """One frame's journey grouped by namespace, in the manner of `ovs-appctl ofproto/trace`."""
+    if not decisions:
+        return "no decisions recorded for this frame\n"
+    out: list[str] = []
+    ns = None
+    for d in decisions:
+        if d.netns != ns:
+            ns = d.netns
+            out.append(f"{d.netns}  (t={d.time * 1000:.3f} ms)")
+        tail = f"  -> DROP {d.drop.value}" if d.drop else ""
+        out.append(f"    {d.ifname or '-':<12} {d.point:<8} {d.detail}{tail}")
+    last = decisions[-1]
+    drops = [d for d in decisions if d.drop is not None]
+    if drops:
+        end = drops[-1]
+        out.append(f"\nFinal: dropped at {end.netns}/{end.ifname or '-'}: {end.drop.value} ({end.detail})")  # type: ignore[union-attr]
+    elif any(d.point == "deliver" for d in decisions):
+        where = [d for d in decisions if d.point == "deliver"][-1]
+        out.append(f"\nFinal: delivered in {where.netns} ({where.detail})")
+    else:
+        out.append(f"\nFinal: last seen at {last.netns}/{last.ifname or '-'} ({last.point})")
+    return "\n".join(out) + "\n"

@@ -82,7 +82,7 @@ class Route:
     def describe(self) -> str:
         """Short form for traces and pcap comments, in `ip route` words."""
         parts = [] if self.type == UNICAST else [self.type]
-        parts.append(f"{int2ip(self.dst)}/{self.plen}")
+        parts.append(self.prefix)
         if self.gateway is not None:
             parts.append(f"via {int2ip(self.gateway)}")
         if self.dev:

@@ -39,6 +39,7 @@ class Conn:
     handler: Handler | None = None
     closed_by_peer: bool = False
     error: str | None = None
+    syn_pid: int = 0
 
 
 class TcpLayer:
@@ -52,14 +53,15 @@ class TcpLayer:
     def _isn(self) -> int:
         return self.ns.lab.clock.rng.getrandbits(32)
 
-    def _send(self, c: Conn, flags: int, data: bytes = b"", *, seq: int | None = None) -> None:
+    def _send(self, c: Conn, flags: int, data: bytes = b"", *, seq: int | None = None) -> int:
         opts = MSS_OPTION if flags & SYN else b""
         off = (20 + len(opts)) // 4
         seg = struct.pack("!HHIIBBHHH", c.local[1], c.remote[1], c.snd_nxt if seq is None else seq,
                           c.rcv_nxt if flags & ACK else 0, off << 4, flags, WINDOW, 0, 0) + opts + data
-        self.ns.stack.send_ip(c.local[0], c.remote[0], 6, seg)
+        pid = self.ns.stack.send_ip(c.local[0], c.remote[0], 6, seg)
         if seq is None:
             c.snd_nxt = (c.snd_nxt + len(data) + (1 if flags & (SYN | FIN) else 0)) & 0xFFFFFFFF
+        return pid
 
     # --- API ----------------------------------------------------------------------------
     def listen(self, port: int, handler: Handler) -> None:
@@ -73,7 +75,7 @@ class TcpLayer:
             raise NetError("Network is unreachable", rc=1, netns=self.ns.name)
         c = Conn((src, sport), (dst, dport), "SYN_SENT", self._isn())
         self.conns[(src, sport, dst, dport)] = c
-        self._send(c, SYN)
+        c.syn_pid = self._send(c, SYN)
         return c
 
     def send(self, c: Conn, data: bytes) -> None:

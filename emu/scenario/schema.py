@@ -55,7 +55,8 @@ STEPS: dict[str, dict[str, Any]] = {
     "link": obj({"ns": NS, "dev": {"type": "string", "minLength": 1}, "state": {"enum": ["up", "down"]}},
                 ["ns", "dev", "state"]),
     "replay": obj({"file": {"type": "string", "minLength": 1}, "into": POINT,
-                   "direction": {"enum": ["in", "out"]}, "timing": {"enum": ["keep", "burst"]}},
+                   "direction": {"enum": ["in", "out"]}, "timing": {"enum": ["keep", "burst"]},
+                   "select": obj({"interface": POINT, "direction": {"enum": ["in", "out"]}})},
                   ["file", "into"]),
     "expect": obj({
         "drops": {"type": "object", "propertyNames": {"enum": DROP_REASONS},
