@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from emu import __version__
+from emu.fileio import write_text
 from emu.net.errors import NetError
 from emu.scenario.loader import Scenario, ScenarioError, load
 from emu.scenario.runner import Run, StepResult
@@ -42,20 +42,6 @@ def bad_input() -> Iterator[None]:
 def _load(path: str) -> Scenario:
     with bad_input():
         return load(path)
-
-
-def write_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".emu-", suffix=".part", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,7 +100,7 @@ def run(scenario: str, pcap_path: str | None, seed: int | None, json_path: str |
     if pcap:
         out.print(f"wrote {frames} frames from {len(lab.captures)} capture points to {escape(pcap)}")
     if json_path:
-        write_atomic(json_path, json.dumps(runner.report(pcap, frames), indent=2) + "\n")
+        write_text(json_path, json.dumps(runner.report(pcap, frames), indent=2) + "\n")
     sys.exit(1 if runner.failed else 0)
 
 

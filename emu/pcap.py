@@ -6,12 +6,12 @@ renamed, so a reader never sees half a file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from scapy.utils import PcapWriter, RawPcapNgWriter
+
+from emu.fileio import atomic_path
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
@@ -47,38 +47,23 @@ class _Writer(RawPcapNgWriter):
         super()._write_packet(packet, linktype, sec, usec, caplen, wirelen, ifname, direction, comments)
 
 
-def _atomic(path: str) -> str:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".emu-", suffix=".part", dir=directory)
-    os.close(fd)
-    return tmp
-
-
 def write_pcap(path: str, records: Iterable[Record], epoch: float, linktype: int) -> int:
     """A classic libpcap file of one capture point (no comments or directions: the format has none)."""
-    tmp = _atomic(path)
     count = 0
-    try:
+    with atomic_path(path) as tmp:
         writer = PcapWriter(tmp, linktype=linktype, sync=False)
         writer._write_header(None)
         for rec in records:
             writer.write_packet(rec.frame, sec=round((epoch + rec.time) * 1_000_000) / 1_000_000, usec=None)
             count += 1
         writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return count
 
 
 def write_pcapng(path: str, records: Iterable[Record], epoch: float) -> int:
     """Writes records (in time order) atomically; returns how many frames were written."""
-    tmp = _atomic(path)
     count = 0
-    try:
+    with atomic_path(path) as tmp:
         writer = _Writer(tmp)
         writer.linktype = LINKTYPE_ETHERNET
         writer.sync = False
@@ -91,9 +76,4 @@ def write_pcapng(path: str, records: Iterable[Record], epoch: float) -> int:
                                  direction=DIRECTION[rec.direction], comments=[comment.encode()])
             count += 1
         writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return count
