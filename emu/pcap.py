@@ -28,6 +28,7 @@ class Record:
     direction: str
     comments: list[str]
     linktype: int = LINKTYPE_ETHERNET
+    pid: int = 0  # the frame id its decisions are recorded under
 
 
 class _Writer(RawPcapNgWriter):

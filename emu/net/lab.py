@@ -151,7 +151,7 @@ class Lab:
             return
         comments = hop if direction == "in" else list(hop)
         rec = Record(self.clock.now, cap.name, frame, direction, comments,
-                     LINKTYPE_RAW if link.l3 else LINKTYPE_ETHERNET)
+                     LINKTYPE_RAW if link.l3 else LINKTYPE_ETHERNET, pid)
         cap.records.append(rec)
         self._records.append(rec)
 
