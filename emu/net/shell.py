@@ -568,10 +568,12 @@ class Shell:
             cmd = rest[0] if rest else "show"
             a = rest[1:]
             if _match(cmd, ("show", "list")):
-                br = a[a.index("br") + 1] if "br" in a else None
-                if br is not None:
-                    self.ns.link(br)
-                return Result(0, show.bridge_fdb(self.ns, as_json=as_json, br=br))
+                br = a[a.index("br") + 1] if "br" in a and a.index("br") + 1 < len(a) else None
+                dev = a[a.index("dev") + 1] if "dev" in a and a.index("dev") + 1 < len(a) else None
+                for name in (br, dev):
+                    if name is not None:
+                        self.ns.link(name)
+                return Result(0, show.bridge_fdb(self.ns, as_json=as_json, br=br, dev=dev))
             if cmd in ("add", "append", "replace", "del", "delete"):
                 if not a:
                     raise Usage("Error: lladdr is required", 255)

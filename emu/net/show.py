@@ -379,7 +379,7 @@ def arp_n(ns: Namespace) -> str:
 
 
 # --- bridges --------------------------------------------------------------------------------
-def bridge_fdb(ns: Namespace, *, as_json: bool = False, br: str | None = None) -> str:
+def bridge_fdb(ns: Namespace, *, as_json: bool = False, br: str | None = None, dev: str | None = None) -> str:
     """`bridge fdb show`: learned and static entries per port, the ports' own MACs, VXLAN remotes."""
     rows: list[dict[str, Any]] = []
     now = ns.lab.clock.now
@@ -399,15 +399,18 @@ def bridge_fdb(ns: Namespace, *, as_json: bool = False, br: str | None = None) -
                 for dst in link.vfdb[mac]:  # type: ignore[attr-defined]
                     rows.append({"mac": int2mac(mac), "ifname": link.ifname, "dst": int2ip(dst), "flags": ["self"],
                                  "state": "permanent"})
+    if dev is not None:
+        rows = [{k: v for k, v in d.items() if k != "ifname"} for d in rows if d["ifname"] == dev]
     if as_json:
         return dumps(rows)
     out = []
     for d in rows:
+        on = f"dev {d['ifname']} " if "ifname" in d else ""
         master = f"master {d['master']} " if "master" in d else ""
         dst = f"dst {d['dst']} " if "dst" in d else ""
         self_ = "self " if "self" in d["flags"] else ""
         state = f"{d['state']}" if d["state"] else ""
-        out.append(f"{d['mac']} dev {d['ifname']} {dst}{master}{self_}{state}\n".replace("  \n", " \n"))
+        out.append(f"{d['mac']} {on}{dst}{master}{self_}{state}\n".replace("  \n", " \n"))
     return "".join(out)
 
 

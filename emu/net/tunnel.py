@@ -28,6 +28,10 @@ class Vxlan(Link):
     vfdb: dict[int, list[int]] = field(default_factory=dict)
     kind = "vxlan"
 
+    @property
+    def operstate(self) -> str:
+        return "UNKNOWN" if self.up else "DOWN"
+
     def wire(self, frame: bytes, pid: int) -> None:
         dst = int.from_bytes(frame[0:6], "big")
         remotes = self.vfdb.get(dst) or self.vfdb.get(ZERO_MAC, [])

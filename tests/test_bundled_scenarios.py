@@ -1,0 +1,37 @@
+"""Every bundled scenario passes, is deterministic on both tables, and its committed sample pcap is current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emu import fastpath
+from emu.scenario.loader import load
+from emu.scenario.runner import Run
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+
+
+def test_there_are_bundled_scenarios() -> None:
+    assert {p.stem for p in SCENARIOS} >= {"chapter1", "vxlan-overlay"}
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_bundled_scenario(path: Path, tmp_path: Path) -> None:
+    blobs = []
+    impls = (False, True) if fastpath.EXTENSION_LOADED else (True, True)
+    for i, pure in enumerate(impls):
+        runner = Run(load(str(path)), pure_python=pure)
+        runner.run()
+        assert runner.failed == 0, [f"{r.step.where}: {f}" for r in runner.results for f in r.failures]
+        out = tmp_path / f"{i}.pcapng"
+        runner.lab.write_pcap(str(out))
+        blobs.append(out.read_bytes())
+    assert blobs[0] == blobs[1], "the compiled and pure-Python tables wrote different pcaps"
+    sc = load(str(path))
+    if sc.capture_file:
+        sample = Path(sc.resolve(sc.capture_file))
+        assert sample.exists(), f"commit the sample pcap {sample.name} (run `emu run {path.name}`)"
+        assert sample.read_bytes() == blobs[0], f"{sample.name} is stale: re-run `emu run scenarios/{path.name}`"
