@@ -124,3 +124,22 @@ def test_replaying_a_capture_reproduces_the_forwarding_decisions(tmp_path: Path)
 
     for a, b in zip(sent, replayed, strict=True):
         assert hops(second.lab, b) == hops(first.lab, a)
+
+
+def test_version_help_and_completion() -> None:
+    import os
+
+    from emu import __version__
+
+    assert emu("--version").stdout.strip() == f"emu, version {__version__}"
+    for sub in ("run", "exec", "shell", "trace"):
+        res = emu(sub, "--help")
+        assert res.returncode == 0 and "Usage: " in res.stdout
+    entry = [sys.executable, "-c", "from emu.cli import main; main(prog_name='emu')"]
+    script = subprocess.run(entry, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "_EMU_COMPLETE": "bash_source"})
+    assert "complete" in script.stdout and "_EMU_COMPLETE" in script.stdout
+    words = subprocess.run(entry, capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "_EMU_COMPLETE": "bash_complete", "COMP_WORDS": "emu tr",
+                                "COMP_CWORD": "1"})
+    assert "trace" in words.stdout
