@@ -440,7 +440,7 @@ def parse_target_options(t: Target, args: list[str], rule: Rule, table: str) -> 
             break
         args.pop(0)
 
-        def value() -> str:
+        def value(opt: str = opt) -> str:
             if not args:
                 raise bad(f"option \"{opt}\" requires an argument")
             return args.pop(0)
@@ -778,7 +778,7 @@ class Tables:
         elif cmd == "P":
             c = t.chains[chain]  # type: ignore[index]
             if not extra or extra[0] not in ("ACCEPT", "DROP"):
-                raise bad(f"Bad policy name. Run `iptables -h' for help." if extra else "-P requires a chain and a "
+                raise bad("Bad policy name. Run `iptables -h' for help." if extra else "-P requires a chain and a "
                           "policy")
             if c.policy is None:
                 raise bad(f"Bad built-in chain name `{chain}'")

@@ -15,6 +15,7 @@ from emu.net.bridge import Bridge
 from emu.net.errors import NetError
 from emu.net.link import Address, Dummy, Ifb, Link, Loopback, Nic, Veth
 from emu.net.neigh import NeighTable
+from emu.net.netfilter import Netfilter
 from emu.net.route import (
     BROADCAST,
     LOCAL,
@@ -70,6 +71,7 @@ class Namespace:
         self.files: dict[str, str] = {}
         self.neigh = NeighTable(self)
         self.stack = Stack(self)
+        self.netfilter = Netfilter(self)
         lo = Loopback(ns=self, ifname="lo", ifindex=self._alloc_ifindex(), mac=0, mtu=65536)
         self.links["lo"] = lo
 
@@ -102,6 +104,7 @@ class Namespace:
         self.lab.record(Decision(self.lab.clock.now, self.name, link.ifname if link else "", point, detail), pid)
 
     def drop(self, link: Link | None, pid: int, reason: Drop, detail: str, **_: object) -> None:
+        self.netfilter.done(pid)
         self.lab.record(
             Decision(self.lab.clock.now, self.name, link.ifname if link else "", "drop", detail, reason), pid
         )
@@ -657,8 +660,8 @@ class Namespace:
         return [f"{int2ip(a.local)}/{a.plen}" for lk in self.sorted_links() for a in lk.addrs]
 
     # --- the shell -----------------------------------------------------------------------
-    def run(self, line: str):  # noqa: ANN201 - emu.net.shell.Result
+    def run(self, line: str, stdin: str = ""):  # noqa: ANN201 - emu.net.shell.Result
         """Runs one command line (`ip route`, `ping -c 1 10.0.0.2`, ...) as the real tool would."""
         from emu.net.shell import Shell
 
-        return Shell(self).run(line)
+        return Shell(self).run(line, stdin)

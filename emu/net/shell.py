@@ -81,10 +81,13 @@ class Shell:
         self.ns = ns
         self.commands: dict[str, Callable[[list[str]], Result]] = {
             "ip": self.ip, "bridge": self.bridge, "route": self.route, "arp": self.arp, "sysctl": self.sysctl,
-            "cat": self.cat, "echo": self.echo,
+            "cat": self.cat, "echo": self.echo, "iptables": self.iptables, "iptables-save": self.iptables_save,
+            "iptables-restore": self.iptables_restore, "conntrack": self.conntrack,
         }
+        self.stdin = ""
 
-    def run(self, line: str) -> Result:
+    def run(self, line: str, stdin: str = "") -> Result:
+        self.stdin = stdin
         try:
             argv = shlex.split(line, comments=True)
         except ValueError as exc:
@@ -703,3 +706,98 @@ class Shell:
 
     def echo(self, args: list[str]) -> Result:
         return Result(0, " ".join(args) + "\n")
+
+    # --- netfilter ---------------------------------------------------------------------------
+    def iptables(self, args: list[str]) -> Result:
+        """`iptables [-t TABLE] -A|-I|-D|-C|-R|-N|-X|-F|-Z|-P|-L|-S ...`."""
+        from emu.net.iptables import IptError
+
+        nf = self.ns.netfilter
+        try:
+            out = nf.rules.iptables(args)
+        except IptError as exc:
+            return Result(exc.rc, "", exc.message + "\n")
+        nf.changed()
+        return Result(0, out)
+
+    def iptables_save(self, args: list[str]) -> Result:
+        """`iptables-save [-t TABLE] [-c]`, stamped with the virtual clock's date."""
+        import time
+
+        from emu.net.iptables import IptError
+        from emu.net.lab import EPOCH
+
+        table, counters = None, False
+        i = 0
+        while i < len(args):
+            if args[i] in ("-t", "--table") and i + 1 < len(args):
+                table = args[i + 1]
+                i += 2
+                continue
+            if args[i] in ("-c", "--counters"):
+                counters = True
+            else:
+                return Result(2, "", "Unknown arguments found on commandline\n")
+            i += 1
+        when = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(EPOCH + self.ns.lab.clock.now))
+        try:
+            return Result(0, self.ns.netfilter.rules.save(table, counters=counters, when=when))
+        except IptError as exc:
+            return Result(exc.rc, "", exc.message + "\n")
+
+    def iptables_restore(self, args: list[str]) -> Result:
+        """`iptables-restore [--noflush] [-T TABLE] [FILE]` (FILE from the namespace, else stdin)."""
+        from emu.net.iptables import IptError
+
+        noflush, table, path = False, None, None
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a in ("-n", "--noflush"):
+                noflush = True
+            elif a in ("-T", "--table") and i + 1 < len(args):
+                table = args[i + 1]
+                i += 1
+            elif a in ("-c", "--counters", "-w", "--wait"):
+                pass
+            elif a.startswith("-"):
+                return Result(2, "", f"iptables-restore v1.8.9 (nf_tables): unknown option \"{a}\"\n")
+            else:
+                path = a
+            i += 1
+        if path is not None:
+            try:
+                text = self.ns.read_file(path)
+            except FileNotFoundError:
+                return Result(1, "", f"Can't open {path}: No such file or directory\n")
+        else:
+            text = self.stdin
+        nf = self.ns.netfilter
+        try:
+            nf.rules.restore(text, noflush=noflush, only=table)
+        except IptError as exc:
+            return Result(exc.rc, "", exc.message + "\n")
+        nf.changed()
+        return Result(0)
+
+    def conntrack(self, args: list[str]) -> Result:
+        """`conntrack -L [-o extended] [-p PROTO]`, `conntrack -F`, `conntrack -C`."""
+        nf = self.ns.netfilter
+        if not args or args[0] in ("-L", "--dump"):
+            extended = "-o" in args and args[args.index("-o") + 1:args.index("-o") + 2] == ["extended"]
+            proto = args[args.index("-p") + 1] if "-p" in args and args.index("-p") + 1 < len(args) else None
+            lines = nf.conntrack_lines(extended)
+            if proto is not None:
+                lines = [ln for ln in lines if ln.split()[2 if extended else 0] == proto]
+            text = "".join(ln + "\n" for ln in lines)
+            return Result(0, text, f"conntrack v1.4.7 (conntrack-tools): {len(lines)} flow entries have been "
+                                   "shown.\n")
+        if args[0] in ("-C", "--count"):
+            return Result(0, f"{len(nf.conntrack_lines())}\n")
+        if args[0] in ("-F", "--flush"):
+            for cid in nf.ct.table.ids():
+                nf.ct.table.delete(cid)
+            self.ns.lab.bump()
+            return Result(0, "", "conntrack v1.4.7 (conntrack-tools): connection tracking table has been "
+                                 "emptied.\n")
+        return Result(2, "", f"conntrack v1.4.7 (conntrack-tools): Unknown option `{args[0]}'\n")

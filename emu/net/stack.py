@@ -150,6 +150,13 @@ class Stack:
             return
         if total < len(pkt):
             pkt = pkt[:total]  # Ethernet padding
+        nf = self.ns.netfilter
+        if nf.enabled:
+            buf = bytearray(pkt)
+            if not nf.prerouting(dev, buf, pid):
+                nf.done(pid)
+                return
+            pkt = bytes(buf)
         src, dst = struct.unpack_from("!II", pkt, 12)
         if (src >> 28) == 0xE or src == 0xFFFFFFFF or (src >> 24) == 127 and dev.ifname != "lo":
             self.ns.drop(dev, pid, Drop.MARTIAN, f"ip: martian source {int2ip(src)}")
@@ -204,6 +211,10 @@ class Stack:
         buf = bytearray(pkt)
         ttl = self.t.ttl_decrement(buf, 0)
         self.ns.note(dev, pid, "forward", f"forward: ttl {ttl + 1} -> {ttl}")
+        nf = self.ns.netfilter
+        if nf.enabled and not nf.forward(dev, self.ns.links[r.dev or "lo"], buf, pid):
+            nf.done(pid)
+            return
         self.finish_output(r, bytes(buf), pid, forwarded=True)
 
     # --- local delivery ----------------------------------------------------------
@@ -215,6 +226,14 @@ class Stack:
             if whole is None:
                 return
             pkt = whole
+        nf = self.ns.netfilter
+        if nf.enabled:
+            buf = bytearray(pkt)
+            ok = nf.input(dev, buf, pid)
+            nf.done(pid)
+            if not ok:
+                return
+            pkt = bytes(buf)
         ihl = (pkt[0] & 0xF) * 4
         proto = pkt[9]
         src, dst = struct.unpack_from("!II", pkt, 12)
@@ -408,10 +427,21 @@ class Stack:
         """ip_route_output + ip_output for a packet with a complete header."""
         dst = int.from_bytes(pkt[16:20], "big")
         r = self.ns.route_lookup(dst)
+        nf = self.ns.netfilter
+        if nf.enabled and r is not None:
+            buf = bytearray(pkt)
+            if not nf.output(buf, pid, r.dev):
+                nf.done(pid)
+                return
+            pkt = bytes(buf)
+            if int.from_bytes(pkt[16:20], "big") != dst:  # DNAT in OUTPUT: route again (ip_route_me_harder)
+                dst = int.from_bytes(pkt[16:20], "big")
+                r = self.ns.route_lookup(dst)
         if r is None or r.type in ("blackhole", "unreachable", "prohibit", "throw"):
             reason = {"blackhole": Drop.BLACKHOLE, "unreachable": Drop.UNREACHABLE,
                       "prohibit": Drop.PROHIBIT}.get(r.type if r else "", Drop.NO_ROUTE)
             self.ns.drop(origin, pid, reason, f"output: no route to {int2ip(dst)}")
+            nf.done(pid)
             return
         self.finish_output(r, pkt, pid, forwarded=False)
 
@@ -423,6 +453,15 @@ class Stack:
             self.ns.drop(None, pid, Drop.NO_ROUTE, f"route {r.describe()}: no device")
             return
         self.ns.note(dev, pid, "route", f"route {r.describe()}")
+        nf = self.ns.netfilter
+        if nf.enabled:
+            buf = bytearray(pkt)
+            ok = nf.postrouting(dev, buf, pid, r)
+            if not (r.type == LOCAL or dev.kind == "loopback"):
+                nf.done(pid)
+            if not ok:
+                return
+            pkt = bytes(buf)
         if r.type == LOCAL or dev.kind == "loopback":
             dev = self.ns.links["lo"]
             dev.xmit(bytes(12) + ETH_IP + pkt, pid)
@@ -510,6 +549,25 @@ class Stack:
             self.ns.drop(None, pid, Drop.NO_ROUTE, f"icmp error to {int2ip(src)}: no route back")
             return
         self.ns.note(None, epid, "icmp", f"icmp type {itype} code {code} to {int2ip(src)} about frame {pid}")
+
+    def tcp_reset(self, pkt: bytes) -> None:
+        """REJECT --reject-with tcp-reset: an RST to the segment's sender (nf_send_reset)."""
+        ihl = (pkt[0] & 0xF) * 4
+        if len(pkt) < ihl + 20 or pkt[ihl + 13] & 0x04:
+            return
+        src, dst = struct.unpack_from("!II", pkt, 12)
+        sport, dport, seq, ack = struct.unpack_from("!HHII", pkt, ihl)
+        flags = pkt[ihl + 13]
+        data_len = len(pkt) - ihl - (pkt[ihl + 12] >> 4) * 4
+        if flags & 0x10:
+            rst = struct.pack("!HHIIBBHHH", dport, sport, ack, 0, 5 << 4, 0x04, 0, 0, 0)
+        else:
+            ack_no = (seq + data_len + (1 if flags & 0x02 else 0) + (1 if flags & 0x01 else 0)) & 0xFFFFFFFF
+            rst = struct.pack("!HHIIBBHHH", dport, sport, 0, ack_no, 5 << 4, 0x14, 0, 0, 0)
+        try:
+            self.send_ip(dst, src, TCP, rst)
+        except Exception:  # noqa: BLE001 - no route back: nothing is sent
+            return
 
     def local_error(self, pkt: bytes, text: str, mtu: int) -> None:
         """A locally generated packet failed before leaving: tell the sockets (sk_err)."""
