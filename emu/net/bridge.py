@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from emu.net.addr import int2mac, is_multicast_mac
+from emu.net.addr import int2ip, int2mac, is_multicast_mac, mac_bytes
 from emu.net.link import Link
 from emu.trace import Drop
 
@@ -85,10 +85,70 @@ class Bridge(Link):
             self._flood(port, frame, pid, "broadcast" if dst == 0xFFFFFFFFFFFF else "multicast")
             self._up(frame, pid)
             return
-        if self._is_local(dst):
+        local = self._is_local(dst)
+        nf = self.ns.netfilter
+        if nf.enabled and frame[12:14] == b"\x08\x00" and self.ns.sysctls.get(
+                "net.bridge.bridge-nf-call-iptables") == "1":
+            self._netfilter(port, frame, pid, local)
+            return
+        if local:
             self.ns.note(port, pid, "bridge", f"to {self.ifname} itself: up to the IP stack")
             self._up(frame, pid)
             return
+        self._forward(port, frame, pid)
+
+    def _netfilter(self, port: Link, frame: bytes, pid: int, local: bool) -> None:
+        """br_netfilter: a bridged IPv4 frame meets PREROUTING, FORWARD and POSTROUTING with -i/-o the bridge.
+
+        When DNAT sends it to an address behind this same bridge it stays bridged (TTL kept, the
+        client's MAC kept, the new MAC from the bridge's neighbour table); otherwise it is routed."""
+        nf = self.ns.netfilter
+        pkt = bytearray(frame[14:])
+        if len(pkt) < 20:
+            self._forward(port, frame, pid)
+            return
+        total = int.from_bytes(pkt[2:4], "big")
+        if 20 <= total < len(pkt):
+            pkt = pkt[:total]
+        old_dst = bytes(pkt[16:20])
+        if not nf.prerouting(self, pkt, pid):
+            nf.done(pid)
+            return
+        head = frame[:14]
+        if bytes(pkt[16:20]) != old_dst:
+            new_dst = int.from_bytes(pkt[16:20], "big")
+            r = self.ns.route_lookup(new_dst)
+            if r is None or r.type != "unicast" or r.dev != self.ifname:
+                self.ns.note(port, pid, "bridge", f"DNAT to {int2ip(new_dst)}: routed, up to the IP stack")
+                self._up(mac_bytes(self.mac) + frame[6:14] + bytes(pkt), pid)
+                return
+            nexthop = r.nexthop_gateway if r.nexthop_gateway is not None else new_dst
+
+            def resend(mac: int) -> None:
+                self.ns.note(port, pid, "bridge", f"DNAT to {int2ip(new_dst)} behind {self.ifname}: bridged to "
+                             f"{int2mac(mac)}")
+                self._finish(port, mac_bytes(mac) + head[6:], pkt, pid)
+
+            self.ns.neigh.resolve(self, nexthop, resend, lambda: None, pid, None)
+            return
+        if local:
+            self.ns.note(port, pid, "bridge", f"to {self.ifname} itself: up to the IP stack")
+            self._up(head + bytes(pkt), pid)
+            return
+        self._finish(port, head, pkt, pid)
+
+    def _finish(self, port: Link, head: bytes, pkt: bytearray, pid: int) -> None:
+        nf = self.ns.netfilter
+        if not nf.forward(self, self, pkt, pid) or not nf.postrouting(self, pkt, pid, None):  # type: ignore[arg-type]
+            nf.done(pid)
+            return
+        nf.done(pid)
+        self._forward(port, head + bytes(pkt), pid)
+
+    def _forward(self, port: Link, frame: bytes, pid: int) -> None:
+        """Known unicast to its port (not back where it came from unless hairpin), else flood."""
+        dst = int.from_bytes(frame[0:6], "big")
+        now = self.ns.lab.clock.now
         out = self.fdb.lookup(dst, 0, now)
         if out < 0:
             self._flood(port, frame, pid, f"fdb miss for {int2mac(dst)}")

@@ -9,7 +9,7 @@ packet's mark (skb->mark) lives for its passage through the namespace.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from emu.net.addr import int2ip, mask
@@ -40,8 +40,8 @@ class Ctx:
     direction: int
     ctstate: str
     mark: int = 0
-    verdict: Any = None
-    notes: list[str] = field(default_factory=list)
+    route: Route | None = None  # POSTROUTING: the route chosen (MASQUERADE picks its source by it)
+    out_link: Link | None = None
 
 
 class Netfilter:
@@ -171,8 +171,7 @@ class Netfilter:
             return True
         info, c, d, st = self._track(pkt, pid)
         ctx = self._ctx(pkt, pid, "POSTROUTING", None, oif.ifname, info, c, d, st)
-        ctx.route = route  # type: ignore[attr-defined]
-        ctx.out_link = oif  # type: ignore[attr-defined]
+        ctx.route, ctx.out_link = route, oif
         if not self._nat_hook(ctx, "POSTROUTING", dst=False):
             return False
         return self._confirm(ctx)
@@ -252,9 +251,10 @@ class Netfilter:
             return True
         # SNAT / MASQUERADE: choose the new source, keep the port unless it clashes.
         if target == "MASQUERADE":
-            route = getattr(ctx, "route", None)
-            link = getattr(ctx, "out_link", None)
-            nh = route.gateway if route is not None and route.gateway is not None else c.orig[1]
+            # nf_nat_masquerade_ipv4: an address of the output device, chosen for the next hop.
+            route, link = ctx.route, ctx.out_link
+            daddr = struct.unpack_from("!I", ctx.pkt, 16)[0]
+            nh = route.nexthop_gateway if route is not None and route.nexthop_gateway is not None else daddr
             new_ip = self.ns.select_addr(link, nh, 0) if link is not None else None
             if new_ip is None:
                 self.ns.drop(None, ctx.pid, Drop.FILTERED, "MASQUERADE: no address on the output device")
