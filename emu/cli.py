@@ -44,6 +44,20 @@ def _load(path: str) -> Scenario:
         return load(path)
 
 
+def output_problem(path: str) -> str | None:
+    """Why `path` cannot be written as an output file (checked before any work is done), or None."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if os.path.isdir(path):
+        return f"{path} is a directory"
+    if not os.path.isdir(parent):
+        return f"{path}: {parent} is a file, not a directory"
+    if not os.access(parent, os.W_OK):
+        return f"{path}: cannot write in {parent}"
+    return None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="emu")
 def main() -> None:
@@ -66,15 +80,31 @@ def _print_step(r: StepResult, verbose: bool) -> None:
 
 
 @main.command()
-@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.argument("scenario")
 @click.option("--pcap", "pcap_path", metavar="PATH", help="Write the captured frames here (pcapng).")
 @click.option("--seed", type=int, help="Override the scenario's seed.")
 @click.option("--json", "json_path", metavar="REPORT", help="Write a JSON report here.")
 @click.option("-v", "--verbose", is_flag=True, help="Print every step's output.")
 def run(scenario: str, pcap_path: str | None, seed: int | None, json_path: str | None, verbose: bool) -> None:
     """Run a scenario's steps, check its expectations, write its pcapng."""
+    try:
+        _run(scenario, pcap_path, seed, json_path, verbose)
+    except KeyboardInterrupt:
+        err.print("emu: interrupted before the steps started; nothing was written")
+        sys.exit(130)
+
+
+def _run(scenario: str, pcap_path: str | None, seed: int | None, json_path: str | None, verbose: bool) -> None:
     sc = _load(scenario)
     pcap = pcap_path or (os.path.relpath(sc.resolve(sc.capture_file)) if sc.capture_file else None)
+    problem = output_problem(pcap) if pcap else None
+    if problem:
+        if pcap_path:
+            fail(f"--pcap: {problem}")
+        fail(str(sc.source.error(("capture", "file"), problem)))
+    problem = output_problem(json_path) if json_path else None
+    if problem:
+        fail(f"--json: {problem}")
     runner = Run(sc, seed=seed, capture_all=bool(pcap_path) and not sc.capture_points)
     with bad_input():
         runner.build()
@@ -125,6 +155,8 @@ def _world(scenario: str, at: str | None, seed: int | None) -> Run:
     sc = _load(scenario)
     runner = Run(sc, seed=seed)
     with bad_input():
+        if at not in (None, "0"):
+            runner.find_step(at)
         runner.build()
         if sc.steps and at != "0":
             runner.run(until=at)
@@ -132,7 +164,7 @@ def _world(scenario: str, at: str | None, seed: int | None) -> Run:
 
 
 @main.command("exec", context_settings={"ignore_unknown_options": True})
-@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.argument("scenario")
 @click.argument("namespace")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--at", metavar="STEP", help="Stop after this step (name or number; 0 = before any).")
@@ -155,7 +187,7 @@ def exec_(scenario: str, namespace: str, command: tuple[str, ...], at: str | Non
 
 
 @main.command()
-@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.argument("scenario")
 @click.option("--at", metavar="STEP", help="Stop after this step (name or number; 0 = before any).")
 @click.option("--seed", type=int, help="Override the scenario's seed.")
 def shell(scenario: str, at: str | None, seed: int | None) -> None:
@@ -167,7 +199,7 @@ def shell(scenario: str, at: str | None, seed: int | None) -> None:
 
 
 @main.command()
-@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.argument("scenario")
 @click.option("--from", "src", required=True, metavar="NS", help="The namespace that sends the packet.")
 @click.option("--to", "dst", required=True, metavar="ADDR[:PORT]", help="Destination address (and port).")
 @click.option("--proto", type=click.Choice(["icmp", "udp", "tcp"]), default=None,

@@ -59,18 +59,40 @@ class Source:
         return ScenarioError(self.file, message, line=line, col=col, path=format_path(path if shown is None else shown))
 
 
-def _marks(node: yaml.Node, path: Path, out: dict[Path, tuple[int, int]]) -> None:
+class _Recursive(Exception):
+    def __init__(self, mark: yaml.Mark) -> None:
+        self.mark = mark
+
+
+def _marks(node: yaml.Node, path: Path, out: dict[Path, tuple[int, int]], active: set[int]) -> None:
+    """Records the line and column of every value (and of every mapping key, under the key's path)."""
+    if id(node) in active:
+        raise _Recursive(node.start_mark)  # an anchor used inside itself
     out[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    active.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            key = k.value
+            key: Any = k.value if isinstance(k, yaml.ScalarNode) else repr(k.value)
             if isinstance(k, yaml.ScalarNode) and k.tag.endswith(":int"):
                 key = int(k.value)
-            _marks(v, (*path, key), out)
+            _marks(v, (*path, key), out, active)
             out[(*path, key)] = (k.start_mark.line + 1, k.start_mark.column + 1)
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
-            _marks(v, (*path, i), out)
+            _marks(v, (*path, i), out, active)
+    active.discard(id(node))
+
+
+def _not_finite(data: Any, path: Path = ()) -> Path | None:
+    """The path of a NaN or infinite number (JSON Schema's bounds cannot reject NaN)."""
+    if isinstance(data, float) and (data != data or data in (float("inf"), float("-inf"))):
+        return path
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for k, v in items:
+        found = _not_finite(v, (*path, k))
+        if found is not None:
+            return found
+    return None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -79,6 +101,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen = set()
         for k, _ in node.value:
+            if not isinstance(k, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "mapping keys must be plain words, not lists or mappings", k.start_mark)
             if k.value in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {k.value!r}", k.start_mark)
@@ -114,8 +139,16 @@ def read_yaml(file: str, display: str | None = None) -> Source:
         raise ScenarioError(shown, f"YAML syntax error: {exc}") from None
     marks: dict[Path, tuple[int, int]] = {}
     if node is not None:
-        _marks(node, (), marks)
-    return Source(shown, data, marks)
+        try:
+            _marks(node, (), marks, set())
+        except _Recursive as exc:
+            raise ScenarioError(shown, "an anchor is used inside itself (a recursive alias)",
+                                line=exc.mark.line + 1, col=exc.mark.column + 1) from None
+    src = Source(shown, data, marks)
+    bad_number = _not_finite(data)
+    if bad_number is not None:
+        raise src.error(bad_number, "expected a finite number, got NaN or infinity")
+    return src
 
 
 _KIND_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "object": "a mapping",
@@ -134,7 +167,7 @@ def _message(err: ValidationError) -> str:
     v, kind = err.instance, err.validator
     if kind == "additionalProperties":
         known = sorted(err.schema.get("properties", {}))
-        extra = sorted(set(v) - set(known)) if isinstance(v, dict) else []
+        extra = sorted(set(v) - set(known), key=str) if isinstance(v, dict) else []
         hint = f" (expected one of: {', '.join(known)})" if known else ""
         return f"unknown key {extra[0]!r}{hint}" if extra else err.message
     if kind == "required":
@@ -164,7 +197,8 @@ def _message(err: ValidationError) -> str:
     if kind == "maxProperties":
         return "give one namespace per setup entry"
     if kind == "uniqueItems":
-        return "has duplicate entries"
+        dups = sorted({str(x) for x in v if v.count(x) > 1}) if isinstance(v, list) else []
+        return f"has duplicate entries: {', '.join(dups)}" if dups else "has duplicate entries"
     if kind == "oneOf" and isinstance(v, dict) and err.schema is schema.STEP:
         kinds = [k for k in schema.STEPS if k in v]
         if not kinds:
@@ -191,9 +225,17 @@ def validate(src: Source, schema_doc: dict[str, Any], base: Path = ()) -> None:
 
     err = min(errors, key=order)
     # Inside a oneOf, the branch errors name the real problem when the kind is clear.
-    if err.validator == "oneOf" and err.context and not (isinstance(err.instance, dict) and err.schema is schema.STEP):
+    if err.validator in ("oneOf", "anyOf") and err.context and not (
+            isinstance(err.instance, dict) and err.schema is schema.STEP):
         err = min(err.context, key=lambda e: (-len(e.absolute_path), order(e)))
-    raise src.error((*base, *err.absolute_path), _message(err))
+    path: Path = (*base, *err.absolute_path)
+    at = path
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})), key=str)
+        at = (*path, extra[0]) if extra else path  # point at the unknown key itself
+    elif "propertyNames" in err.absolute_schema_path:
+        at = (*path, err.instance)  # a bad key: point at the key itself
+    raise src.error(at, _message(err), shown=path)
 
 
 @dataclass
@@ -307,7 +349,7 @@ def _expand(sc: Scenario, src: Source, steps: list[Any], base: Path, depth: int,
 
             full = sc.resolve(args["file"]) if src.file == sc.file else os.path.join(
                 os.path.dirname(os.path.abspath(src.file)), args["file"])
-            problem = check_file(full)
+            problem = check_file(full, os.path.relpath(full))
             if problem:
                 raise src.error((*path, kind, "file"), problem)
             args = {**args, "file": full}
@@ -325,7 +367,14 @@ def _include(sc: Scenario, src: Source, rel: str, path: Path, depth: int, seen: 
         if exc.line is None:
             raise src.error(path, f"cannot include {rel!r}: {exc.message}") from None
         raise
-    validate(inc, schema.INCLUDED)
+    if inc.data is None:
+        raise src.error(path, f"cannot include {rel!r}: the file is empty (expected a list of steps, or a "
+                              "mapping with `steps`)")
+    shape = schema.INCLUDED["oneOf"][0 if isinstance(inc.data, list) else 1]
+    if not isinstance(inc.data, (list, dict)):
+        raise inc.error((), f"expected a list of steps, or a mapping with `steps`, got {_type_name(inc.data)} "
+                            f"{inc.data!r}")
+    validate(inc, shape)
     steps = inc.data if isinstance(inc.data, list) else inc.data["steps"]
     base: Path = () if isinstance(inc.data, list) else ("steps",)
     return _expand(sc, inc, steps, base, depth + 1, seen | {os.path.abspath(full)})

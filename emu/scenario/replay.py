@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from struct import error as struct_error
 
@@ -34,6 +36,16 @@ def _open(path: str) -> RawPcapReader | RawPcapNgReader:
 
 def read_frames(path: str) -> list[Frame]:
     """All frames of a file; raises ValueError with a reader-facing message on anything unsupported."""
+    log = logging.getLogger("scapy.runtime")
+    level = log.level
+    log.setLevel(logging.ERROR)  # Scapy warns about cut records; we report them as errors instead
+    try:
+        return _read(path)
+    finally:
+        log.setLevel(level)
+
+
+def _read(path: str) -> list[Frame]:
     try:
         reader = _open(path)
     except (OSError, Scapy_Exception, EOFError) as exc:
@@ -42,6 +54,10 @@ def read_frames(path: str) -> list[Frame]:
     first = None
     try:
         for data, meta in reader:
+            caplen = getattr(meta, "caplen", None)
+            if caplen is not None and len(data) < caplen:
+                raise ValueError(f"truncated or corrupt capture: frame {len(frames) + 1} is cut short "
+                                 f"({len(data)} of {caplen} bytes)")
             if isinstance(reader, RawPcapNgReader):
                 ts = ((meta.tshigh << 32) | meta.tslow) / meta.tsresol
                 linktype = meta.linktype
@@ -53,6 +69,8 @@ def read_frames(path: str) -> list[Frame]:
                 ts = meta.sec + meta.usec / 1_000_000
                 linktype, ifname, direction = reader.linktype, None, None
             if linktype not in SUPPORTED:
+                if linktype > 0xFFFF:
+                    raise ValueError("truncated or corrupt capture: its header is not valid")
                 raise ValueError(f"unsupported link type {linktype} (emu replays Ethernet (1) and raw IPv4 (101))")
             first = ts if first is None else first
             frames.append(Frame(ts - first, bytes(data), linktype, ifname, direction))
@@ -63,18 +81,21 @@ def read_frames(path: str) -> list[Frame]:
     return frames
 
 
-def check_file(path: str) -> str | None:
-    """Why `path` cannot be replayed, or None."""
+def check_file(path: str, shown: str | None = None) -> str | None:
+    """Why `path` cannot be replayed, or None (`shown` is how to name the file)."""
+    shown = shown or path
+    if os.path.isdir(path):
+        return f"{shown} is a directory, not a capture"
     try:
         with open(path, "rb"):
             pass
     except FileNotFoundError:
-        return f"no such file: {path}"
+        return f"no such file: {shown}"
     except OSError as exc:
-        return f"cannot read {path}: {exc.strerror}"
+        return f"cannot read {shown}: {exc.strerror}"
     try:
         read_frames(path)
     except ValueError as exc:
-        return f"{path}: {exc}"
+        return f"{shown}: {exc}"
     return None
 

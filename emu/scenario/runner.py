@@ -139,7 +139,7 @@ class Run:
         """Runs the steps in order (up to and including step `until`, a name or an index)."""
         if self.lab is None:
             self.build()
-        stop = self.find_step(until) if until is not None else None
+        stop = self.find_step(until) if until is not None and until != "0" else None
         for st in self.sc.steps:
             result = self.step(st)
             self.results.append(result)
@@ -158,7 +158,7 @@ class Run:
 
     def _link(self, st: Step, point: str, *sub: Any) -> Link:
         assert self.lab is not None
-        ns, dev = point.split("/")
+        ns, _, dev = point.partition("/")
         link = self.lab[ns].links.get(dev)
         if link is None:
             raise st.error(f"no interface {dev!r} in namespace {ns!r}", *sub)
@@ -217,7 +217,13 @@ class Run:
         return r
 
     def _do_traceroute(self, st: Step, a: dict[str, Any]) -> StepResult:
-        lines = traceroute(self.lab[a["from"]], ip2int(a["to"]), max_hops=a.get("max_hops", 30))  # type: ignore[index]
+        try:
+            lines = traceroute(self.lab[a["from"]], ip2int(a["to"]), max_hops=a.get("max_hops", 30))  # type: ignore[index]
+        except NetError as exc:
+            r = StepResult(st, True, f"{a['from']} traceroute {a['to']}: connect: {exc.message}")
+            if "hops" in a.get("expect", {}):
+                r.failures.append(f"expected hops {a['expect']['hops']}, traceroute could not send: {exc.message}")
+            return r
         hops = [ln.split()[1] if len(ln.split()) > 1 and ln.split()[1] != "*" else "*" for ln in lines]
         r = StepResult(st, True, f"{a['from']} traceroute {a['to']}: {' '.join(hops)}", "\n".join(lines))
         exp = a.get("expect", {})
@@ -240,7 +246,14 @@ class Run:
     def _do_udp(self, st: Step, a: dict[str, Any]) -> StepResult:
         ns = self.lab[a["from"]]  # type: ignore[index]
         pid_before = self.lab._pid  # type: ignore[union-attr]
-        got = udp_request(ns, a["to"], a["port"], a.get("data", "ping").encode(), timeout=a.get("timeout", 2.0))
+        try:
+            got = udp_request(ns, a["to"], a["port"], a.get("data", "ping").encode(), timeout=a.get("timeout", 2.0))
+        except NetError as exc:
+            r = StepResult(st, True, f"{a['from']} udp {a['to']}:{a['port']}: sendto: {exc.message}")
+            if "reply" in a.get("expect", {}) and a["expect"]["reply"] is not None:
+                r.failures.append(f"expected reply {a['expect']['reply']!r}, could not send: {exc.message}")
+            self.last_pids = []
+            return r
         self.last_pids = [pid_before + 1]
         text = got.decode(errors="replace") if got is not None else None
         r = StepResult(st, True, f"{a['from']} udp {a['to']}:{a['port']}: "
