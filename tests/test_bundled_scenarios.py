@@ -15,7 +15,7 @@ SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 
 
 def test_there_are_bundled_scenarios() -> None:
-    assert {p.stem for p in SCENARIOS} >= {"chapter1", "vxlan-overlay"}
+    assert {p.stem for p in SCENARIOS} >= {"chapter1", "vxlan-overlay", "nat-gateway"}
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])

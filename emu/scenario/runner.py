@@ -247,7 +247,8 @@ class Run:
         ns = self.lab[a["from"]]  # type: ignore[index]
         pid_before = self.lab._pid  # type: ignore[union-attr]
         try:
-            got = udp_request(ns, a["to"], a["port"], a.get("data", "ping").encode(), timeout=a.get("timeout", 2.0))
+            got = udp_request(ns, a["to"], a["port"], a.get("data", "ping").encode(), timeout=a.get("timeout", 2.0),
+                              sport=a.get("sport"))
         except NetError as exc:
             r = StepResult(st, True, f"{a['from']} udp {a['to']}:{a['port']}: sendto: {exc.message}")
             if "reply" in a.get("expect", {}) and a["expect"]["reply"] is not None:

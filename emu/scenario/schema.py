@@ -45,7 +45,7 @@ STEPS: dict[str, dict[str, Any]] = {
                       ["from", "to"]),
     "listen": obj({"ns": NS, "proto": {"enum": ["udp", "tcp"]}, "port": PORT,
                    "reply": {"type": "string"}}, ["ns", "proto", "port"]),
-    "udp": obj({"from": NS, "to": IPV4, "port": PORT, "data": {"type": "string"},
+    "udp": obj({"from": NS, "to": IPV4, "port": PORT, "sport": PORT, "data": {"type": "string"},
                 "timeout": {"type": "number", "exclusiveMinimum": 0},
                 "expect": obj({"reply": {"type": ["string", "null"]}, "outcome": OUTCOME})}, ["from", "to", "port"]),
     "tcp": obj({"from": NS, "to": IPV4, "port": PORT, "data": {"type": "string"},
