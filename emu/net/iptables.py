@@ -110,6 +110,15 @@ def parse_addr(text: str) -> tuple[int, int]:
     return ip & mask(p), p
 
 
+def _k(n: int) -> str:
+    """iptables' counter units: K, M, G above 99999 (xtables_print_num without -x)."""
+    for unit in ("", "K", "M", "G", "T"):
+        if n <= 99999:
+            return f"{n}{unit}"
+        n //= 1000
+    return f"{n}P"
+
+
 def parse_int(text: str, what: str) -> int:
     try:
         return int(text, 0)
@@ -232,6 +241,106 @@ SAVERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "multiport": _save_multiport, "comment": lambda o: [f"--comment {save_string(o['comment'])}"],
     "state": lambda o: [_neg(o["ctstate_neg"], f"--state {','.join(o['ctstate'])}")],
 }
+def _ports_print(name: str, r: tuple[int, int], neg: bool) -> str:
+    bang = "!" if neg else ""
+    return f"{name}:{bang}{r[0]}" if r[0] == r[1] else f"{name}s:{bang}{r[0]}:{r[1]}"
+
+
+def _print_l4(name: str, o: dict[str, Any]) -> str:
+    parts = [name]
+    if "sport" in o:
+        parts.append(_ports_print("spt", o["sport"], o["sport_neg"]))
+    if "dport" in o:
+        parts.append(_ports_print("dpt", o["dport"], o["dport_neg"]))
+    if "flags" in o:
+        m, c = o["flags"]
+        parts.append(f"flags:{'!' if o.get('flags_neg') else ''}0x{m:02X}/0x{c:02X}")
+    return " ".join(parts)
+
+
+def _print_recent(o: dict[str, Any]) -> str:
+    parts = ["recent:", {"set": "SET", "rcheck": "CHECK", "update": "UPDATE", "remove": "REMOVE"}[o["mode"]]]
+    if "seconds" in o:
+        parts.append(f"seconds: {o['seconds']}")
+    if o.get("reap"):
+        parts.append("reap")
+    if "hitcount" in o:
+        parts.append(f"hit_count: {o['hitcount']}")
+    if o.get("rttl"):
+        parts.append("TTL-Match")
+    parts += [f"name: {o.get('name', 'DEFAULT')}", f"side: {o.get('side', 'source')}",
+              f"mask: {int2ip(o.get('mask', 0xFFFFFFFF))}"]
+    return " ".join(parts)
+
+
+def _print_icmp(o: dict[str, Any]) -> str:
+    t, c = o["type"]
+    if t == "any":
+        return "icmp any"
+    return f"{'!' if o['neg'] else ''}icmptype {t}" + (f" code {c}" if c is not None else "")
+
+
+def _print_mark(o: dict[str, Any]) -> str:
+    v, m = o["mark"]
+    return "mark match" + (" !" if o["neg"] else "") + f" 0x{v:x}" + (f"/0x{m:x}" if m != 0xFFFFFFFF else "")
+
+
+def _print_statistic(o: dict[str, Any]) -> str:
+    if o["mode"] == "random":
+        return f"statistic mode random{' !' if o.get('neg') else ''} probability {o['p'] / 0x80000000:.11f}"
+    return f"statistic mode nth every {o['every']}" + (f" packet {o['packet']}" if o["packet"] else "")
+
+
+def _print_addrtype(o: dict[str, Any]) -> str:
+    parts = ["ADDRTYPE match"]
+    for key in ("src", "dst"):
+        if key in o:
+            parts.append(f"{key}-type {'!' if o[f'{key}_neg'] else ''}{','.join(o[key])}")
+    return " ".join(parts)
+
+
+PRINTERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "tcp": lambda o: _print_l4("tcp", o), "udp": lambda o: _print_l4("udp", o), "icmp": _print_icmp,
+    "comment": lambda o: f"/* {o['comment']} */", "mark": _print_mark, "statistic": _print_statistic,
+    "addrtype": _print_addrtype, "recent": _print_recent,
+    "conntrack": lambda o: " ".join(
+        [f"{'! ' if o['ctstate_neg'] else ''}ctstate {','.join(o['ctstate'])}"] if "ctstate" in o else []
+        + ([f"{'! ' if o['ctstatus_neg'] else ''}ctstatus {','.join(o['ctstatus'])}"] if "ctstatus" in o else [])),
+    "state": lambda o: f"{'! ' if o['ctstate_neg'] else ''}state {','.join(o['ctstate'])}",
+    "multiport": lambda o: f"multiport {o['kind']} {'!' if o['neg'] else ''}"
+                           + ",".join(port_range_str(r) for r in o["ports"]),
+}
+
+
+def print_target(t: Target) -> str:
+    """What `iptables -L` shows after a rule's matches for its target."""
+    o, n = t.opts, t.name
+    if n == "REJECT":
+        return f"reject-with {o['with']}"
+    if n in ("DNAT", "SNAT"):
+        return f"to:{o['to']}" + "".join(f" {f}" for f in ("random", "random-fully", "persistent") if o.get(f))
+    if n == "MASQUERADE":
+        parts = []
+        if "ports" in o:
+            lo, hi = o["ports"]
+            parts.append(f"masq ports: {lo}" + (f"-{hi}" if hi != lo else ""))
+        parts += [f for f in ("random", "random-fully") if o.get(f)]
+        return " ".join(parts)
+    if n == "REDIRECT":
+        if "ports" not in o:
+            return ""
+        lo, hi = o["ports"]
+        return f"redir ports {lo}" + (f"-{hi}" if hi != lo else "")
+    if n == "MARK":
+        shown = o.get("shown", "xset")
+        if shown == "xset":
+            return f"MARK xset 0x{o['value']:x}/0x{o['mask']:x}"
+        return f"MARK {shown} 0x{o.get('given', o['value']):x}"
+    if n == "LOG":
+        return f"LOG flags 0 level {o.get('level', '4')}" + (f' prefix "{o["prefix"]}"' if "prefix" in o else "")
+    return ""
+
+
 MATCH_OPTIONS = {
     "tcp": {"--sport", "--source-port", "--dport", "--destination-port", "--tcp-flags", "--syn"},
     "udp": {"--sport", "--source-port", "--dport", "--destination-port"},
@@ -464,16 +573,18 @@ def parse_target_options(t: Target, args: list[str], rule: Rule, table: str) -> 
             v, _, m = value().partition("/")
             val = parse_int(v, "mark") & 0xFFFFFFFF
             msk = parse_int(m, "mask") & 0xFFFFFFFF if m else None
-            if opt == "--set-xmark":
-                o["value"], o["mask"] = val, 0xFFFFFFFF if msk is None else msk
+            # `iptables -L` shows the flavour given; iptables-save the --set-xmark it becomes.
+            if opt == "--set-xmark" or (opt == "--set-mark" and msk is not None):
+                o["value"], o["mask"], o["shown"] = val, 0xFFFFFFFF if msk is None else msk, "xset"
             elif opt == "--set-mark":
-                o["value"], o["mask"] = val, 0xFFFFFFFF if msk is None else msk
+                o["value"], o["mask"], o["shown"] = val, 0xFFFFFFFF, "set"
             elif opt == "--or-mark":
-                o["value"], o["mask"] = val, val
+                o["value"], o["mask"], o["shown"] = val, val, "or"
             elif opt == "--and-mark":
-                o["value"], o["mask"] = 0, ~val & 0xFFFFFFFF
+                o["value"], o["mask"], o["shown"] = 0, ~val & 0xFFFFFFFF, "and"
             else:
-                o["value"], o["mask"] = val, 0
+                o["value"], o["mask"], o["shown"] = val, 0, "xor"
+            o["given"] = val
         elif t.name == "LOG" and opt in ("--log-prefix", "--log-level"):
             o["prefix" if opt == "--log-prefix" else "level"] = value()
         else:
@@ -713,8 +824,8 @@ class Tables:
         if cmd in ("A", "I", "D", "C", "R") and chain is None:
             raise bad(f"option \"-{cmd}\" requires an argument")
         if cmd in ("A", "I", "D", "C", "R", "P") and chain not in t.chains:
-            if cmd == "P" or (cmd == "D" and not rest and extra):
-                raise IptError("iptables: No chain/target/match by that name.", 1)
+            if cmd == "P":
+                raise IptError("iptables: Bad built-in chain name.", 1)
             raise IptError("iptables: No chain/target/match by that name.", 1)
         if cmd == "A":
             t.chains[chain].rules.append(parse_rule(rest, t))  # type: ignore[index]
@@ -783,13 +894,12 @@ class Tables:
             if c.policy is None:
                 raise bad(f"Bad built-in chain name `{chain}'")
             c.policy = extra[0]
-        elif cmd == "S":
+        elif cmd in ("S", "L"):
             if chain is not None and chain not in t.chains:
-                raise IptError("iptables: No chain/target/match by that name.", 1)
-            return self.list_rules(t, chain, verbose)
-        elif cmd == "L":
-            if chain is not None and chain not in t.chains:
-                raise IptError("iptables: No chain/target/match by that name.", 1)
+                # What iptables-nft says when it cannot find the chain it was asked to list.
+                raise IptError(f"{VERSION}: chain `{chain}' in table `{t.name}' is incompatible, use 'nft' tool.", 1)
+            if cmd == "S":
+                return self.list_rules(t, chain, verbose)
             return self.list_table(t, chain, verbose, line_numbers)
         return ""
 
@@ -807,12 +917,12 @@ class Tables:
         return "\n".join(out) + "\n"
 
     def list_table(self, t: Table, chain: str | None, verbose: bool, line_numbers: bool) -> str:
-        """`iptables -L -n`: one block per chain, a row per rule."""
+        """`iptables -L -n [-v] [--line-numbers]`: one block per chain, iptables 1.8's columns."""
         blocks = []
         for c in [t.chains[chain]] if chain else t.ordered():
             if c.policy is not None:
-                head = f"Chain {c.name} (policy {c.policy}" + (f" {c.pkts} packets, {c.bytes} bytes)" if verbose
-                                                              else ")")
+                head = f"Chain {c.name} (policy {c.policy}" + (
+                    f" {c.pkts} packets, {c.bytes} bytes)" if verbose else ")")
             else:
                 head = f"Chain {c.name} ({t.references(c.name)} references)"
             cols = ("num  " if line_numbers else "") + (" pkts bytes " if verbose else "") + \
@@ -821,15 +931,25 @@ class Tables:
             rows = [head, cols]
             for i, r in enumerate(c.rules, 1):
                 target = r.target.name if r.target else ""
-                src = ("!" if r.src_neg else "") + (f"{int2ip(r.src[0])}/{r.src[1]}" if r.src else "0.0.0.0/0")
-                dst = ("!" if r.dst_neg else "") + (f"{int2ip(r.dst[0])}/{r.dst[1]}" if r.dst else "0.0.0.0/0")
+                src = f"{int2ip(r.src[0])}/{r.src[1]}" if r.src else "0.0.0.0/0"
+                dst = f"{int2ip(r.dst[0])}/{r.dst[1]}" if r.dst else "0.0.0.0/0"
+                if r.src and r.src[1] == 32:
+                    src = int2ip(r.src[0])
+                if r.dst and r.dst[1] == 32:
+                    dst = int2ip(r.dst[0])
                 prot = ("!" if r.proto_neg else "") + str(r.proto or 0)
-                opts = " ".join(m.save() for m in r.matches)
-                row = (f"{i:<4} " if line_numbers else "") + (f"{r.pkts:>5} {r.bytes:>5} " if verbose else "")
-                row += f"{target:<10} {prot:<4} --  "
+                opt = "-f" if r.frag else "!f" if r.frag is False else "--"
+                row = (f"{i:<4} " if line_numbers else "") + (f"{_k(r.pkts):>5} {_k(r.bytes):>5} " if verbose else "")
+                row += f"{target:<9}  {prot:<4} {opt} "
                 if verbose:
-                    row += f"{(r.iif or '*'):<6} {(r.oif or '*'):<6} "
-                row += f"{src:<20} {dst:<20} {opts}".rstrip()
+                    row += f"{'!' if r.iif_neg else ' '}{r.iif or '*':<5} {'!' if r.oif_neg else ' '}{r.oif or '*':<6} "
+                row += f"{'!' if r.src_neg else ' '}{src:<19} {'!' if r.dst_neg else ' '}{dst:<19} "
+                extras = [PRINTERS[m.name](m.opts) for m in r.matches]
+                if r.target is not None and r.target.name in EXT_TARGETS:
+                    extras.append(print_target(r.target))
+                row += "".join(f" {e}" for e in extras if e)
+                if r.target is not None and r.target.goto:
+                    row += "[goto] "
                 rows.append(row)
             blocks.append("\n".join(rows) + "\n")
         return "\n".join(blocks)
