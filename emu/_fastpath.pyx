@@ -1714,3 +1714,626 @@ def vxlan_source_port(uint32_t hash32, uint16_t low=32768, uint16_t high=60999):
     if high < low:
         raise ValueError("high must be >= low")
     return <uint32_t>(((<uint64_t>hash32) * (high - low)) >> 32) + low
+
+
+# --------------------------------------------------------------------------
+# Connection tracking: entries reachable by their original and reply tuples
+# --------------------------------------------------------------------------
+
+cimport cython
+from libc.math cimport INFINITY
+from libc.stdlib cimport qsort
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define EMU_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define EMU_PREFETCH(p) ((void)(p))
+    #endif
+    #define EMU_CT_EMPTY 0xFFFFFFFFu
+    #define EMU_CT_DEAD 0xFFFFFFFFu
+    #define EMU_CT_MAX_IDS 0x7FFFFFFFu
+    #define EMU_CT_SEED 0x6374726bu
+
+    static int emu_cmp_u32(const void *a, const void *b) {
+        unsigned int x = *(const unsigned int *)a, y = *(const unsigned int *)b;
+        return (x > y) - (x < y);
+    }
+    """
+    void EMU_PREFETCH(const void *p) noexcept nogil
+    uint32_t EMU_CT_EMPTY
+    uint32_t EMU_CT_DEAD
+    uint32_t EMU_CT_MAX_IDS
+    uint32_t EMU_CT_SEED
+    int emu_cmp_u32(const void *a, const void *b) noexcept nogil
+
+ctypedef struct CtSlot:
+    uint32_t k[4]       # the tuple as its 16-byte record (=IIHHB3x, pad bytes zero)
+    uint32_t ref        # id * 2 + direction; EMU_CT_EMPTY for a free slot
+
+ctypedef struct CtEnt:
+    uint32_t ko[4]      # original-direction tuple record
+    uint32_t kr[4]      # reply-direction tuple record
+    double expires
+    uint64_t pkts[2]    # per direction
+    uint64_t nbytes[2]
+    int32_t state
+    uint32_t status
+    uint32_t mark
+    uint32_t hpos       # position in the expiry heap; EMU_CT_DEAD when the id is free
+
+ctypedef struct CtHeapItem:
+    double key          # a lower bound of the entry's expires (raised lazily)
+    uint32_t id
+
+cdef enum:
+    CT_MIN_SLOTS = 16
+    CT_MIN_ENTS = 16
+    CT_PREFETCH = 8     # find_batch hashes this many keys ahead and prefetches their slots
+
+cdef tuple _CT_MISS = (-1, 0)
+
+
+cdef inline void _ct_pack(uint32_t *k, uint32_t src, uint32_t dst, uint32_t proto, uint16_t sport,
+                          uint16_t dport) noexcept nogil:
+    """Write the native =IIHHB3x record of a tuple (pad zeroed) into k."""
+    cdef uint8_t *b = <uint8_t *>k
+    k[0] = src
+    k[1] = dst
+    memcpy(b + 8, &sport, 2)
+    memcpy(b + 10, &dport, 2)
+    k[3] = 0
+    b[12] = <uint8_t>proto
+
+
+cdef inline void _ct_load(uint32_t *k, const uint8_t *rec) noexcept nogil:
+    """Copy a 16-byte record, ignoring its 3 pad bytes."""
+    cdef uint8_t *b = <uint8_t *>k
+    memcpy(k, rec, 16)
+    b[13] = 0
+    b[14] = 0
+    b[15] = 0
+
+
+cdef inline bint _ct_eq(const uint32_t *a, const uint32_t *b) noexcept nogil:
+    return a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and a[3] == b[3]
+
+
+cdef inline uint32_t _ct_hash(const uint32_t *k) noexcept nogil:
+    return _jhash4(k[0], k[1], k[2], k[3], EMU_CT_SEED)
+
+
+cdef inline int64_t _ct_int(object x) except? -1:
+    """x as an int64 the way operator.index() takes it: TypeError for floats (no silent
+    truncation of a port or an id), OverflowError beyond int64.  The twin's _cs(x, 64)."""
+    cdef int64_t v
+    if type(x) is not int:
+        x = PyNumber_Index(x)
+    v = x
+    return v
+
+
+cdef int _ct_key(object t, uint32_t *k) except -1:
+    """Validate a (src, dst, proto, sport, dport) tuple and write its record into k.
+
+    Each field converts with _ct_int, then ValueError outside its own range.
+    """
+    cdef int64_t src, dst, proto, sport, dport
+    o_src, o_dst, o_proto, o_sport, o_dport = t
+    src = _ct_int(o_src)
+    dst = _ct_int(o_dst)
+    proto = _ct_int(o_proto)
+    sport = _ct_int(o_sport)
+    dport = _ct_int(o_dport)
+    if not (0 <= src <= 0xFFFFFFFF and 0 <= dst <= 0xFFFFFFFF):
+        raise ValueError("tuple addresses must be in 0..2**32-1")
+    if not (0 <= proto <= 0xFF):
+        raise ValueError("tuple protocol must be in 0..255")
+    if not (0 <= sport <= 0xFFFF and 0 <= dport <= 0xFFFF):
+        raise ValueError("tuple ports must be in 0..65535")
+    _ct_pack(k, <uint32_t>src, <uint32_t>dst, <uint32_t>proto, <uint16_t>sport, <uint16_t>dport)
+    return 0
+
+
+cdef tuple _ct_tuple(const uint32_t *k):
+    """The (src, dst, proto, sport, dport) tuple of a record."""
+    cdef const uint8_t *b = <const uint8_t *>k
+    cdef uint16_t sport, dport
+    memcpy(&sport, b + 8, 2)
+    memcpy(&dport, b + 10, 2)
+    return (k[0], k[1], b[12], sport, dport)
+
+
+cdef int _ct_check(int64_t state, int64_t status, double expires) except -1:
+    """ValueError unless state fits int32, status uint32 and expires is not NaN (it orders the heap)."""
+    if not (-0x80000000 <= state <= 0x7FFFFFFF):
+        raise ValueError("state must fit in int32")
+    if not (0 <= status <= 0xFFFFFFFF):
+        raise ValueError("status must be in 0..2**32-1")
+    if expires != expires:
+        raise ValueError("expires must not be NaN")
+    return 0
+
+
+cdef uint64_t _ct_slot_cap(uint64_t n) noexcept nogil:
+    """Smallest power-of-two slot count (>= CT_MIN_SLOTS) holding n keys at load <= 0.7."""
+    cdef uint64_t cap = CT_MIN_SLOTS
+    while n * 10 > cap * 7:
+        cap *= 2
+    return cap
+
+
+def pack_tuples(tuples):
+    """Pack (src, dst, proto, sport, dport) tuples into =IIHHB3x records for find_batch."""
+    cdef list items = list(tuples)
+    cdef Py_ssize_t i, n = len(items)
+    cdef uint32_t k[4]
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 16 * n)
+    cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(out)
+    for i in range(n):
+        _ct_key(items[i], k)
+        memcpy(p + 16 * i, k, 16)
+    return out
+
+
+@cython.final
+cdef class ConntrackTable:
+    """Connection-tracking entries (as nf_conntrack keeps them), found by either direction's tuple.
+
+    An entry holds its original and reply tuples (after NAT they differ in more than the
+    swap), the caller's state/status/mark, an expiry time and per-direction packet/byte
+    counters.  The state machine lives elsewhere; this table stores and finds.
+
+    Storage: one open-addressing hash table (linear probing, backward-shift deletion,
+    load <= 0.7) whose slots hold a tuple's 16-byte record and id*2+direction, so a lookup
+    touches one slot array only; entries live in arrays indexed by id.  Expiry uses a
+    binary min-heap with one item per entry whose key is a lower bound of the entry's
+    expiry: pushing the expiry later (the per-packet refresh) is O(1), an item is fixed up
+    only when it reaches the top.  Freed ids are reused last-freed-first; an empty table
+    releases its storage and restarts ids at 0 (the twin does the same).
+    """
+
+    cdef CtSlot *slots
+    cdef uint64_t scap
+    cdef uint64_t sn
+    cdef CtEnt *ents
+    cdef CtHeapItem *heap
+    cdef uint32_t *freel
+    cdef uint32_t ecap
+    cdef uint32_t hw        # ids below this have been handed out
+    cdef uint32_t nheap
+    cdef uint32_t nfree
+    cdef Py_ssize_t count
+
+    def __cinit__(self):
+        self.slots = NULL
+        self.ents = NULL
+        self.heap = NULL
+        self.freel = NULL
+        self._reset()
+
+    def __dealloc__(self):
+        self._release()
+
+    cdef void _reset(self) noexcept:
+        self.scap = 0
+        self.sn = 0
+        self.ecap = 0
+        self.hw = 0
+        self.nheap = 0
+        self.nfree = 0
+        self.count = 0
+
+    cdef void _release(self) noexcept:
+        free(self.slots)
+        free(self.ents)
+        free(self.heap)
+        free(self.freel)
+        self.slots = NULL
+        self.ents = NULL
+        self.heap = NULL
+        self.freel = NULL
+        self._reset()
+
+    # ---- hash slots ---------------------------------------------------------
+
+    cdef inline int64_t _sfind(self, const uint32_t *k, uint32_t h) noexcept nogil:
+        """Slot index holding record k (hash h), or -1."""
+        cdef uint64_t mask, i
+        cdef CtSlot *s
+        if self.scap == 0:
+            return -1
+        mask = self.scap - 1
+        i = h & mask
+        while True:
+            s = &self.slots[i]
+            if s.ref == EMU_CT_EMPTY:
+                return -1
+            if _ct_eq(s.k, k):
+                return <int64_t>i
+            i = (i + 1) & mask
+
+    cdef int _sresize(self, uint64_t newcap) noexcept:
+        """Rehash into newcap slots; -1 (table unchanged) if the allocation fails."""
+        cdef CtSlot *ns = <CtSlot *>malloc(newcap * sizeof(CtSlot))
+        cdef uint64_t i, j, mask = newcap - 1
+        if ns == NULL:
+            return -1
+        memset(ns, 0xFF, newcap * sizeof(CtSlot))
+        for i in range(self.scap):
+            if self.slots[i].ref != EMU_CT_EMPTY:
+                j = _ct_hash(self.slots[i].k) & mask
+                while ns[j].ref != EMU_CT_EMPTY:
+                    j = (j + 1) & mask
+                ns[j] = self.slots[i]
+        free(self.slots)
+        self.slots = ns
+        self.scap = newcap
+        return 0
+
+    cdef int _sreserve(self, uint64_t extra) except -1:
+        if (self.sn + extra) * 10 > self.scap * 7:
+            if self._sresize(_ct_slot_cap(self.sn + extra)) < 0:
+                raise MemoryError()
+        return 0
+
+    cdef void _sput(self, const uint32_t *k, uint32_t ref) noexcept nogil:
+        """Insert an absent record (capacity already reserved)."""
+        cdef uint64_t mask = self.scap - 1
+        cdef uint64_t i = _ct_hash(k) & mask
+        while self.slots[i].ref != EMU_CT_EMPTY:
+            i = (i + 1) & mask
+        memcpy(self.slots[i].k, k, 16)
+        self.slots[i].ref = ref
+        self.sn += 1
+
+    cdef void _sdel(self, uint64_t i) noexcept nogil:
+        """Empty slot i, shifting later members of its probe run back (no tombstones)."""
+        cdef uint64_t mask = self.scap - 1
+        cdef uint64_t j = i, home
+        while True:
+            j = (j + 1) & mask
+            if self.slots[j].ref == EMU_CT_EMPTY:
+                break
+            home = _ct_hash(self.slots[j].k) & mask
+            if (i <= j and (i < home <= j)) or (i > j and (home > i or home <= j)):
+                continue
+            self.slots[i] = self.slots[j]
+            i = j
+        self.slots[i].ref = EMU_CT_EMPTY
+        self.sn -= 1
+
+    # ---- entries and the expiry heap ----------------------------------------------
+
+    cdef int _ereserve(self) except -1:
+        """Room for one more id (grows the id-indexed arrays by 1.5x)."""
+        cdef uint64_t newcap
+        cdef void *p
+        if self.nfree or self.hw < self.ecap:
+            return 0
+        if self.ecap >= EMU_CT_MAX_IDS:
+            raise OverflowError("conntrack table is full")
+        newcap = <uint64_t>self.ecap + (self.ecap >> 1)
+        if newcap < CT_MIN_ENTS:
+            newcap = CT_MIN_ENTS
+        if newcap > EMU_CT_MAX_IDS:
+            newcap = EMU_CT_MAX_IDS
+        # each array is replaced as soon as it grew; ecap moves only when all three did
+        p = realloc(self.ents, newcap * sizeof(CtEnt))
+        if p == NULL:
+            raise MemoryError()
+        self.ents = <CtEnt *>p
+        p = realloc(self.heap, newcap * sizeof(CtHeapItem))
+        if p == NULL:
+            raise MemoryError()
+        self.heap = <CtHeapItem *>p
+        p = realloc(self.freel, newcap * sizeof(uint32_t))
+        if p == NULL:
+            raise MemoryError()
+        self.freel = <uint32_t *>p
+        self.ecap = <uint32_t>newcap
+        return 0
+
+    cdef CtEnt *_ent(self, int64_t id) except NULL:
+        if id < 0 or id >= self.hw or self.ents[id].hpos == EMU_CT_DEAD:
+            raise KeyError(id)
+        return &self.ents[id]
+
+    cdef void _sift_up(self, uint32_t pos) noexcept nogil:
+        cdef CtHeapItem it = self.heap[pos]
+        cdef uint32_t parent
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            if not (it.key < self.heap[parent].key):
+                break
+            self.heap[pos] = self.heap[parent]
+            self.ents[self.heap[pos].id].hpos = pos
+            pos = parent
+        self.heap[pos] = it
+        self.ents[it.id].hpos = pos
+
+    cdef void _sift_down(self, uint32_t pos) noexcept nogil:
+        cdef CtHeapItem it = self.heap[pos]
+        cdef uint32_t c, n = self.nheap
+        while True:
+            c = 2 * pos + 1
+            if c >= n:
+                break
+            if c + 1 < n and self.heap[c + 1].key < self.heap[c].key:
+                c += 1
+            if not (self.heap[c].key < it.key):
+                break
+            self.heap[pos] = self.heap[c]
+            self.ents[self.heap[pos].id].hpos = pos
+            pos = c
+        self.heap[pos] = it
+        self.ents[it.id].hpos = pos
+
+    cdef void _heap_remove(self, uint32_t pos) noexcept nogil:
+        self.nheap -= 1
+        if pos == self.nheap:
+            return
+        self.heap[pos] = self.heap[self.nheap]
+        self.ents[self.heap[pos].id].hpos = pos
+        if pos > 0 and self.heap[pos].key < self.heap[(pos - 1) >> 1].key:
+            self._sift_up(pos)
+        else:
+            self._sift_down(pos)
+
+    cdef bint _settle_top(self) noexcept nogil:
+        """Raise the top item's key to its entry's expiry until they agree; False if empty."""
+        cdef double exp
+        while self.nheap:
+            exp = self.ents[self.heap[0].id].expires
+            if not (exp > self.heap[0].key):
+                return True
+            self.heap[0].key = exp
+            self._sift_down(0)
+        return False
+
+    cdef void _unlink(self, uint32_t id) noexcept nogil:
+        """Drop both tuples of a live entry (already out of the heap) and free its id."""
+        cdef CtEnt *e = &self.ents[id]
+        self._sdel(<uint64_t>self._sfind(e.ko, _ct_hash(e.ko)))
+        self._sdel(<uint64_t>self._sfind(e.kr, _ct_hash(e.kr)))
+        e.hpos = EMU_CT_DEAD
+        self.freel[self.nfree] = id
+        self.nfree += 1
+        self.count -= 1
+
+    cdef void _after_remove(self) noexcept:
+        if self.count == 0:
+            self._release()
+        elif self.scap > CT_MIN_SLOTS and self.sn * 8 < self.scap:
+            self._sresize(_ct_slot_cap(2 * self.sn))  # a failed shrink keeps the old table
+
+    # ---- public API -----------------------------------------------------------
+
+    def create(self, orig, reply, state, status, double expires, mark=0):
+        """Add an entry; its new id, or -1 (nothing stored) when either tuple is already in use.
+
+        Arguments convert in order (ints like operator.index, then ValueError for a value
+        out of range): state int32, status and mark uint32, expires any float but NaN.
+        """
+        cdef uint32_t ko[4]
+        cdef uint32_t kr[4]
+        cdef uint32_t id, pos
+        cdef int64_t st, ss, mk
+        cdef CtEnt *e
+        _ct_key(orig, ko)
+        _ct_key(reply, kr)
+        st = _ct_int(state)
+        ss = _ct_int(status)
+        mk = _ct_int(mark)
+        _ct_check(st, ss, expires)
+        if not (0 <= mk <= 0xFFFFFFFF):
+            raise ValueError("mark must be in 0..2**32-1")
+        if _ct_eq(ko, kr):
+            raise ValueError("orig and reply tuples must differ")
+        if self._sfind(ko, _ct_hash(ko)) >= 0 or self._sfind(kr, _ct_hash(kr)) >= 0:
+            return -1
+        self._sreserve(2)
+        self._ereserve()
+        if self.nfree:
+            self.nfree -= 1
+            id = self.freel[self.nfree]
+        else:
+            id = self.hw
+            self.hw += 1
+        e = &self.ents[id]
+        memcpy(e.ko, ko, 16)
+        memcpy(e.kr, kr, 16)
+        e.expires = expires
+        e.pkts[0] = e.pkts[1] = 0
+        e.nbytes[0] = e.nbytes[1] = 0
+        e.state = <int32_t>st
+        e.status = <uint32_t>ss
+        e.mark = <uint32_t>mk
+        pos = self.nheap
+        self.nheap += 1
+        self.heap[pos].key = expires
+        self.heap[pos].id = id
+        self._sift_up(pos)
+        self._sput(ko, 2 * id)
+        self._sput(kr, 2 * id + 1)
+        self.count += 1
+        return id
+
+    def find(self, t):
+        """(id, direction) of the entry having tuple t (0 = original, 1 = reply), or (-1, 0).
+
+        Expired entries are found until expire() removes them.
+        """
+        cdef uint32_t k[4]
+        cdef int64_t i
+        cdef uint32_t ref
+        _ct_key(t, k)
+        i = self._sfind(k, _ct_hash(k))
+        if i < 0:
+            return _CT_MISS
+        ref = self.slots[i].ref
+        return (ref >> 1, ref & 1)
+
+    def in_use(self, t):
+        """True when t is any entry's original or reply tuple (e.g. to pick a free NAT port)."""
+        cdef uint32_t k[4]
+        _ct_key(t, k)
+        return self._sfind(k, _ct_hash(k)) >= 0
+
+    def find_batch(self, keys):
+        """id*2 + direction (or -1) for each 16-byte =IIHHB3x record in a buffer; array('q').
+
+        Any C-contiguous buffer whose size is a multiple of 16 bytes is accepted; the
+        3 pad bytes of a record are ignored.
+        """
+        cdef object mv
+        cdef Py_buffer view
+        cdef const uint8_t *p
+        cdef Py_ssize_t nbytes, i, n
+        cdef uint32_t k[4]
+        cdef uint32_t hs[CT_PREFETCH]
+        cdef uint32_t h
+        cdef uint64_t mask, j
+        cdef CtSlot *s
+        cdef int rel
+        cdef array.array out
+        cdef int64_t *o
+        if type(keys) is not bytes and type(keys) is not bytearray:
+            mv = memoryview(keys)
+            if not mv.c_contiguous:
+                raise ValueError("buffer must be C-contiguous")
+            keys = mv
+        rel = _get_ro(keys, &view, &p, &nbytes)
+        try:
+            if nbytes % 16:
+                raise ValueError("buffer length must be a multiple of 16 (=IIHHB3x records)")
+            n = nbytes // 16
+            out = array.clone(_Q_TEMPLATE, n, False)
+            o = <int64_t *>out.data.as_longlongs
+            if self.scap == 0:
+                for i in range(n):
+                    o[i] = -1
+                return out
+            mask = self.scap - 1
+            for i in range(n if n < CT_PREFETCH else CT_PREFETCH):
+                _ct_load(k, p + 16 * i)
+                hs[i] = _ct_hash(k)
+                EMU_PREFETCH(&self.slots[hs[i] & mask])
+            for i in range(n):
+                h = hs[i & (CT_PREFETCH - 1)]
+                if i + CT_PREFETCH < n:
+                    _ct_load(k, p + 16 * (i + CT_PREFETCH))
+                    hs[i & (CT_PREFETCH - 1)] = _ct_hash(k)
+                    EMU_PREFETCH(&self.slots[hs[i & (CT_PREFETCH - 1)] & mask])
+                _ct_load(k, p + 16 * i)
+                j = h & mask
+                while True:
+                    s = &self.slots[j]
+                    if s.ref == EMU_CT_EMPTY:
+                        o[i] = -1
+                        break
+                    if _ct_eq(s.k, k):
+                        o[i] = s.ref
+                        break
+                    j = (j + 1) & mask
+        finally:
+            if rel:
+                PyBuffer_Release(&view)
+        return out
+
+    def get(self, id):
+        """(orig, reply, state, status, expires, mark, packets_orig, bytes_orig, packets_reply,
+        bytes_reply) of an entry; KeyError for an unknown id."""
+        cdef CtEnt *e = self._ent(_ct_int(id))
+        return (_ct_tuple(e.ko), _ct_tuple(e.kr), e.state, e.status, e.expires, e.mark,
+                e.pkts[0], e.nbytes[0], e.pkts[1], e.nbytes[1])
+
+    def update(self, id, state, status, double expires):
+        """Set an entry's state, status and expiry time; KeyError for an unknown id."""
+        cdef CtEnt *e
+        cdef int64_t i = _ct_int(id), st = _ct_int(state), ss = _ct_int(status)
+        _ct_check(st, ss, expires)
+        e = self._ent(i)
+        e.state = <int32_t>st
+        e.status = <uint32_t>ss
+        e.expires = expires
+        if expires < self.heap[e.hpos].key:
+            self.heap[e.hpos].key = expires
+            self._sift_up(e.hpos)
+
+    def set_mark(self, id, mark):
+        """Set an entry's 32-bit mark; KeyError for an unknown id."""
+        cdef int64_t i = _ct_int(id), mk = _ct_int(mark)
+        if not (0 <= mk <= 0xFFFFFFFF):
+            raise ValueError("mark must be in 0..2**32-1")
+        self._ent(i).mark = <uint32_t>mk
+
+    def account(self, id, direction, nbytes):
+        """Count one packet of nbytes in a direction (0 original, 1 reply); counters wrap at 2**64."""
+        cdef CtEnt *e
+        cdef int64_t i = _ct_int(id), d = _ct_int(direction), n = _ct_int(nbytes)
+        if d != 0 and d != 1:
+            raise ValueError("direction must be 0 (original) or 1 (reply)")
+        if n < 0:
+            raise ValueError("nbytes must be >= 0")
+        e = self._ent(i)
+        e.pkts[d] += 1
+        e.nbytes[d] += <uint64_t>n
+
+    def delete(self, id):
+        """Remove an entry; True if it existed."""
+        cdef int64_t i = _ct_int(id)
+        if i < 0 or i >= self.hw or self.ents[i].hpos == EMU_CT_DEAD:
+            return False
+        self._heap_remove(self.ents[i].hpos)
+        self._unlink(<uint32_t>i)
+        self._after_remove()
+        return True
+
+    def expire(self, double now):
+        """Remove every entry with expires <= now; their ids, ascending."""
+        # The ids are collected, sorted and freed in the free-id stack's spare room (live +
+        # free ids <= capacity): freeing pushes each id onto the very place it was read from,
+        # so expiring allocates nothing until the result list.
+        cdef uint32_t base = self.nfree, n = 0, i
+        cdef list out
+        while self._settle_top() and self.heap[0].key <= now:
+            self.freel[base + n] = self.heap[0].id
+            n += 1
+            self._heap_remove(0)
+        if n == 0:
+            return []
+        qsort(self.freel + base, n, sizeof(uint32_t), emu_cmp_u32)
+        for i in range(n):
+            self._unlink(self.freel[base + i])
+        try:
+            out = [self.freel[base + i] for i in range(n)]
+        finally:
+            self._after_remove()
+        return out
+
+    def next_expiry(self):
+        """The earliest expiry time among entries (inf when empty), for one timer per table."""
+        if not self._settle_top():
+            return INFINITY
+        return self.heap[0].key
+
+    def ids(self):
+        """Live entry ids, ascending."""
+        cdef uint32_t i
+        return [i for i in range(self.hw) if self.ents[i].hpos != EMU_CT_DEAD]
+
+    def __len__(self):
+        return self.count
+
+    def memory_bytes(self):
+        """Bytes of the object plus its slot, entry, heap and free-id arrays (capacity, not use)."""
+        return (type(self).__basicsize__ + self.scap * sizeof(CtSlot)
+                + <uint64_t>self.ecap * (sizeof(CtEnt) + sizeof(CtHeapItem) + sizeof(uint32_t)))
+
+    def __sizeof__(self):
+        return self.memory_bytes()
+
+    def __repr__(self):
+        return f"<ConntrackTable entries={self.count}>"

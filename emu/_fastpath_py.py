@@ -8,6 +8,7 @@ would not fit the compiled module's C type raise OverflowError, exactly like Cyt
 
 from __future__ import annotations
 
+import heapq
 import struct
 import sys
 from array import array
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 from operator import index
 
 __all__ = [
+    "ConntrackTable",
     "FdbTable",
     "LpmTable",
     "NeighTable",
@@ -25,6 +27,7 @@ __all__ = [
     "ipip_encap",
     "ipv4_build_header",
     "ipv4_header_checksum_ok",
+    "pack_tuples",
     "parse_flow",
     "parse_flow_batch",
     "set_ipv4_addr",
@@ -797,3 +800,277 @@ def vxlan_source_port(hash32: int, low: int = 32768, high: int = 60999) -> int:
     if high < low:
         raise ValueError("high must be >= low")
     return ((hash32 * (high - low)) >> 32) + low
+
+
+# ---------------------------------------------------------------------------
+# connection tracking
+# ---------------------------------------------------------------------------
+
+CtTuple = tuple[int, int, int, int, int]
+_CT_REC = struct.Struct("=IIHHB3x")  # find_batch record: src, dst, sport, dport, proto, pad
+_M64 = (1 << 64) - 1
+# fields of an entry list
+_CT_ORIG, _CT_REPLY, _CT_STATE, _CT_STATUS, _CT_EXPIRES, _CT_MARK = range(6)
+_CT_HKEY, _CT_TOKEN = 10, 11  # its heap item's key (a lower bound of expires) and token
+
+
+def _ct_tuple(t: object) -> CtTuple:
+    """Validated (src, dst, proto, sport, dport) made of plain ints, converted like the compiled module.
+
+    Each field converts like a C int64 (TypeError for non-ints, OverflowError beyond int64),
+    then ValueError outside its own range.
+    """
+    src, dst, proto, sport, dport = t  # type: ignore[misc]
+    src, dst, proto, sport, dport = (_cs(src, 64), _cs(dst, 64), _cs(proto, 64), _cs(sport, 64),
+                                     _cs(dport, 64))
+    if not (0 <= src <= 0xFFFFFFFF and 0 <= dst <= 0xFFFFFFFF):
+        raise ValueError("tuple addresses must be in 0..2**32-1")
+    if not 0 <= proto <= 0xFF:
+        raise ValueError("tuple protocol must be in 0..255")
+    if not (0 <= sport <= 0xFFFF and 0 <= dport <= 0xFFFF):
+        raise ValueError("tuple ports must be in 0..65535")
+    return (src, dst, proto, sport, dport)
+
+
+def _ct_check(state: int, status: int, expires: float) -> None:
+    """ValueError unless state fits int32, status uint32 and expires is not NaN (it orders the heap)."""
+    if not -0x80000000 <= state <= 0x7FFFFFFF:
+        raise ValueError("state must fit in int32")
+    if not 0 <= status <= 0xFFFFFFFF:
+        raise ValueError("status must be in 0..2**32-1")
+    if expires != expires:
+        raise ValueError("expires must not be NaN")
+
+
+def pack_tuples(tuples: Iterable[CtTuple]) -> bytes:
+    """Pack (src, dst, proto, sport, dport) tuples into =IIHHB3x records for find_batch."""
+    out = bytearray()
+    for t in list(tuples):
+        src, dst, proto, sport, dport = _ct_tuple(t)
+        out += _CT_REC.pack(src, dst, sport, dport, proto)
+    return bytes(out)
+
+
+class ConntrackTable:
+    """Connection-tracking entries (as nf_conntrack keeps them), found by either direction's tuple.
+
+    An entry holds its original and reply tuples (after NAT they differ in more than the
+    swap), the caller's state/status/mark, an expiry time and per-direction packet/byte
+    counters.  The state machine lives elsewhere; this table stores and finds.
+
+    One dict maps every tuple to id*2+direction, another maps ids to entry lists.  Expiry
+    uses a heapq of (key, token, id) items with lazy deletion: an item is current while its
+    token is its entry's; a later expiry leaves the item in place (its key stays a lower
+    bound, fixed up when it reaches the top) and an earlier one pushes a new item.  Freed
+    ids are reused last-freed-first; an empty table restarts ids at 0, like the compiled one.
+    """
+
+    __slots__ = ("_by_tuple", "_e", "_free", "_next", "_heap", "_token")
+
+    def __init__(self) -> None:
+        self._by_tuple: dict[CtTuple, int] = {}  # tuple -> id * 2 + direction
+        # id -> [orig, reply, state, status, expires, mark, pkts_o, bytes_o, pkts_r, bytes_r, hkey, token]
+        self._e: dict[int, list] = {}
+        self._free: list[int] = []
+        self._next = 0
+        self._heap: list[tuple[float, int, int]] = []
+        self._token = 0
+
+    def _push(self, ent: list, id: int, key: float) -> None:
+        """Make (key, new token, id) the entry's heap item; rebuild the heap when mostly stale."""
+        self._token += 1
+        ent[_CT_HKEY] = key
+        ent[_CT_TOKEN] = self._token
+        heapq.heappush(self._heap, (key, self._token, id))
+        if len(self._heap) > 2 * len(self._e) + 64:
+            self._heap = [(e[_CT_HKEY], e[_CT_TOKEN], i) for i, e in self._e.items()]
+            heapq.heapify(self._heap)
+
+    def _settle_top(self) -> bool:
+        """Drop stale items and raise lagging keys at the top; False if the heap is empty."""
+        heap = self._heap
+        while heap:
+            key, token, id = heap[0]
+            ent = self._e.get(id)
+            if ent is None or ent[_CT_TOKEN] != token:
+                heapq.heappop(heap)
+            elif ent[_CT_EXPIRES] > key:
+                ent[_CT_HKEY] = ent[_CT_EXPIRES]
+                heapq.heapreplace(heap, (ent[_CT_EXPIRES], token, id))
+            else:
+                return True
+        return False
+
+    def _unlink(self, id: int) -> None:
+        ent = self._e.pop(id)
+        del self._by_tuple[ent[_CT_ORIG]]
+        del self._by_tuple[ent[_CT_REPLY]]
+        self._free.append(id)
+
+    def _after_remove(self) -> None:
+        """An empty table starts afresh: ids from 0, new (small) containers."""
+        if not self._e:
+            self._by_tuple = {}
+            self._e = {}
+            self._free = []
+            self._heap = []
+            self._next = 0
+
+    def _ent(self, id: int) -> list:
+        ent = self._e.get(id)
+        if ent is None:
+            raise KeyError(id)
+        return ent
+
+    def create(self, orig: CtTuple, reply: CtTuple, state: int, status: int, expires: float,
+               mark: int = 0) -> int:
+        """Add an entry; its new id, or -1 (nothing stored) when either tuple is already in use.
+
+        Arguments convert in order (ints like operator.index, then ValueError for a value
+        out of range): state int32, status and mark uint32, expires any float but NaN.
+        """
+        expires = _cf(expires)  # a C double parameter: converted before the body runs
+        o = _ct_tuple(orig)
+        r = _ct_tuple(reply)
+        state = _cs(state, 64)
+        status = _cs(status, 64)
+        mark = _cs(mark, 64)
+        _ct_check(state, status, expires)
+        if not 0 <= mark <= 0xFFFFFFFF:
+            raise ValueError("mark must be in 0..2**32-1")
+        if o == r:
+            raise ValueError("orig and reply tuples must differ")
+        if o in self._by_tuple or r in self._by_tuple:
+            return -1
+        if self._free:
+            id = self._free.pop()
+        else:
+            id = self._next
+            self._next += 1
+        ent = [o, r, state, status, expires, mark, 0, 0, 0, 0, expires, 0]
+        self._e[id] = ent
+        self._by_tuple[o] = 2 * id
+        self._by_tuple[r] = 2 * id + 1
+        self._push(ent, id, expires)
+        return id
+
+    def find(self, t: CtTuple) -> tuple[int, int]:
+        """(id, direction) of the entry having tuple t (0 = original, 1 = reply), or (-1, 0).
+
+        Expired entries are found until expire() removes them.
+        """
+        ref = self._by_tuple.get(_ct_tuple(t))
+        return (-1, 0) if ref is None else (ref >> 1, ref & 1)
+
+    def in_use(self, t: CtTuple) -> bool:
+        """True when t is any entry's original or reply tuple (e.g. to pick a free NAT port)."""
+        return _ct_tuple(t) in self._by_tuple
+
+    def find_batch(self, keys: object) -> array:
+        """id*2 + direction (or -1) for each 16-byte =IIHHB3x record in a buffer; array('q').
+
+        Any C-contiguous buffer whose size is a multiple of 16 bytes is accepted; the
+        3 pad bytes of a record are ignored.
+        """
+        if type(keys) is not bytes and type(keys) is not bytearray:
+            mv = memoryview(keys)  # type: ignore[arg-type]
+            if not mv.c_contiguous:
+                raise ValueError("buffer must be C-contiguous")
+            keys = mv.tobytes()
+        if len(keys) % 16:  # type: ignore[arg-type]
+            raise ValueError("buffer length must be a multiple of 16 (=IIHHB3x records)")
+        get = self._by_tuple.get
+        out = array("q")
+        for src, dst, sport, dport, proto in _CT_REC.iter_unpack(keys):  # type: ignore[arg-type]
+            ref = get((src, dst, proto, sport, dport))
+            out.append(-1 if ref is None else ref)
+        return out
+
+    def get(self, id: int) -> tuple:
+        """(orig, reply, state, status, expires, mark, packets_orig, bytes_orig, packets_reply,
+        bytes_reply) of an entry; KeyError for an unknown id."""
+        return tuple(self._ent(_cs(id, 64))[:10])
+
+    def update(self, id: int, state: int, status: int, expires: float) -> None:
+        """Set an entry's state, status and expiry time; KeyError for an unknown id."""
+        expires = _cf(expires)
+        id = _cs(id, 64)
+        state = _cs(state, 64)
+        status = _cs(status, 64)
+        _ct_check(state, status, expires)
+        ent = self._ent(id)
+        ent[_CT_STATE] = state
+        ent[_CT_STATUS] = status
+        ent[_CT_EXPIRES] = expires
+        if expires < ent[_CT_HKEY]:
+            self._push(ent, id, expires)
+
+    def set_mark(self, id: int, mark: int) -> None:
+        """Set an entry's 32-bit mark; KeyError for an unknown id."""
+        id = _cs(id, 64)
+        mark = _cs(mark, 64)
+        if not 0 <= mark <= 0xFFFFFFFF:
+            raise ValueError("mark must be in 0..2**32-1")
+        self._ent(id)[_CT_MARK] = mark
+
+    def account(self, id: int, direction: int, nbytes: int) -> None:
+        """Count one packet of nbytes in a direction (0 original, 1 reply); counters wrap at 2**64."""
+        id = _cs(id, 64)
+        direction = _cs(direction, 64)
+        nbytes = _cs(nbytes, 64)
+        if direction not in (0, 1):
+            raise ValueError("direction must be 0 (original) or 1 (reply)")
+        if nbytes < 0:
+            raise ValueError("nbytes must be >= 0")
+        ent = self._ent(id)
+        i = 6 + 2 * direction
+        ent[i] = (ent[i] + 1) & _M64
+        ent[i + 1] = (ent[i + 1] + nbytes) & _M64
+
+    def delete(self, id: int) -> bool:
+        """Remove an entry; True if it existed."""
+        id = _cs(id, 64)
+        if id not in self._e:
+            return False
+        self._unlink(id)
+        self._after_remove()
+        return True
+
+    def expire(self, now: float) -> list[int]:
+        """Remove every entry with expires <= now; their ids, ascending."""
+        now = _cf(now)
+        heap = self._heap
+        gone = []
+        while self._settle_top() and heap[0][0] <= now:
+            gone.append(heapq.heappop(heap)[2])
+        gone.sort()
+        for id in gone:
+            self._unlink(id)
+        if gone:
+            self._after_remove()
+        return gone
+
+    def next_expiry(self) -> float:
+        """The earliest expiry time among entries (inf when empty), for one timer per table."""
+        return self._heap[0][0] if self._settle_top() else float("inf")
+
+    def ids(self) -> list[int]:
+        """Live entry ids, ascending."""
+        return sorted(self._e)
+
+    def __len__(self) -> int:
+        return len(self._e)
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes held: the dicts, lists and heap, each entry list, tuple and heap item."""
+        total = object.__sizeof__(self) + sum(
+            sys.getsizeof(c) for c in (self._by_tuple, self._e, self._free, self._heap))
+        for ent in self._e.values():
+            total += sys.getsizeof(ent) + sys.getsizeof(ent[_CT_ORIG]) + sys.getsizeof(ent[_CT_REPLY])
+        return total + len(self._heap) * sys.getsizeof((0.0, 0, 0))
+
+    def __sizeof__(self) -> int:
+        return self.memory_bytes()
+
+    def __repr__(self) -> str:
+        return f"<ConntrackTable entries={len(self._e)}>"

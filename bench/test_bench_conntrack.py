@@ -1,0 +1,286 @@
+"""Benchmarks: emu's ConntrackTable against a plain dict of tuples, on the same seeded flows, in one run.
+
+The baseline is what a Python conntrack would write: {orig tuple: (id, 0), reply tuple: (id, 1)}
+with one dict.get per lookup.  Sizes 100k and 1M entries (2 tuples each); the 65,536 lookup
+keys are half present (an entry's orig or reply tuple), half absent.  Compares find_batch
+against a dict.get loop, a scalar find loop against the same loop over dict.get, build time,
+and memory (ours: memory_bytes(); the dict: tracemalloc of building it, tuples and ints
+included).  Group names pair the two side by side.
+
+Each "emu" benchmark also times its baseline in the same test (best of the same number of
+rounds) and puts both figures and `speedup_vs_dict` (baseline time / our time) in
+benchmark.extra_info; memory goes in as `memory_ratio_vs_dict` (ours / dict).  There are no
+timed assertions.  With --benchmark-disable (the normal test run) each body runs once and
+no ratios are computed.
+
+"ours" is the compiled emu._fastpath; with EMU_NO_EXTENSIONS=1 it is the pure-Python twin
+(a missing extension otherwise fails the run).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import random
+import struct
+import time
+import tracemalloc
+from collections.abc import Callable
+from types import ModuleType
+
+import pytest
+
+SEED = 20240612
+SIZES = [pytest.param(100_000, id="100k"), pytest.param(1_000_000, id="1M")]
+LIBS = ["emu", "dict"]
+BATCH = 65_536
+LARGE = 500_000  # from this size on, benchmarks run pedantic with few rounds
+REC = struct.Struct("=IIHHB3x")
+Tuple5 = tuple[int, int, int, int, int]
+
+
+def _ours_module() -> ModuleType:
+    try:
+        return importlib.import_module("emu._fastpath")
+    except ImportError as exc:
+        if os.environ.get("EMU_NO_EXTENSIONS") == "1":
+            return importlib.import_module("emu._fastpath_py")
+        pytest.fail(f"compiled emu._fastpath failed to import ({exc}); build it or set EMU_NO_EXTENSIONS=1")
+
+
+def make_flows(n: int, seed: int = SEED) -> bytes:
+    """n flows as packed (orig, reply) record pairs, 32 bytes each, deterministic for a seed.
+
+    A pod (10.0.0.0/8) talks to a Service VIP (10.96.0.0/20) on 80/443/53/8080; the reply
+    comes from a backend pod (DNAT), and for every other flow to the node's address on a
+    masquerade port (SNAT), so orig and reply differ in more than the swap.
+    """
+    rng = random.Random(seed)
+    out = bytearray()
+    pack = REC.pack
+    for a, b, c, d in struct.iter_unpack("=IIII", rng.randbytes(16 * n)):
+        src = 0x0A000000 | (a & 0xFFFFFF)
+        vip = 0x0A600000 | (b & 0xFFF)
+        proto = 6 if c & 1 else 17
+        sport = 32768 + ((c >> 1) & 0x7FFF)
+        dport = (80, 443, 53, 8080)[(c >> 16) & 3]
+        backend = 0x0A000000 | (d & 0xFFFFFF)
+        if d >> 31:
+            reply = pack(backend, 0xC0A80001 + ((b >> 12) & 0xFF), dport, 1024 + ((c >> 18) & 0x7FFF), proto)
+        else:
+            reply = pack(backend, src, dport, sport, proto)
+        out += pack(src, vip, sport, dport, proto) + reply
+    return bytes(out)
+
+
+def unpack(blob: bytes) -> list[Tuple5]:
+    """Records back to (src, dst, proto, sport, dport) tuples (fresh objects each call)."""
+    return [(s, d, p, sp, dp) for s, d, sp, dp, p in REC.iter_unpack(blob)]
+
+
+def build_ours(mod: ModuleType, tuples: list[Tuple5]) -> object:
+    t = mod.ConntrackTable()
+    create = t.create
+    for i in range(0, len(tuples), 2):
+        create(tuples[i], tuples[i + 1], 1, 0x8, 120.0 + (i & 1023))
+    return t
+
+
+def build_dict(tuples: list[Tuple5]) -> dict[Tuple5, tuple[int, int]]:
+    """The baseline: both tuples of each flow mapped to (id, direction), clashes skipped."""
+    d: dict[Tuple5, tuple[int, int]] = {}
+    for i in range(0, len(tuples), 2):
+        o, r = tuples[i], tuples[i + 1]
+        if o in d or r in d:
+            continue
+        d[o] = (i >> 1, 0)
+        d[r] = (i >> 1, 1)
+    return d
+
+
+def make_keys(tuples: list[Tuple5], present: dict, count: int, seed: int = SEED + 1) -> list[Tuple5]:
+    """count lookup keys: even positions an entry's orig or reply tuple, odd ones absent."""
+    rng = random.Random(seed)
+    keys: list[Tuple5] = []
+    while len(keys) < count:
+        if len(keys) % 2 == 0:
+            keys.append(tuples[rng.randrange(len(tuples))])
+        else:
+            k = (rng.getrandbits(32), rng.getrandbits(32), 6, rng.getrandbits(16), 80)
+            if k not in present:
+                keys.append(k)
+    return keys
+
+
+def best_of(fn: Callable[[], object], rounds: int) -> float:
+    """Smallest wall time of `rounds` calls (garbage collection off while timing, like the plugin)."""
+    best = float("inf")
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        if gc_was:
+            gc.enable()
+    return best
+
+
+def run(benchmark, fn: Callable[[], object], size: int, rounds: int = 5):  # noqa: ANN001, ANN201
+    """Plain benchmark for small sizes; pedantic with few rounds for large ones."""
+    if size >= LARGE:
+        return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+    return benchmark(fn)
+
+
+def record_ratio(benchmark, baseline: Callable[[], object], rounds: int) -> None:  # noqa: ANN001
+    """Time the dict baseline now and store speedup_vs_dict = baseline / ours (enabled runs only)."""
+    if benchmark.disabled or benchmark.stats is None:
+        return
+    ours = benchmark.stats.stats.min
+    base = best_of(baseline, rounds)
+    benchmark.extra_info.update(ours_min_s=ours, dict_min_s=base, speedup_vs_dict=round(base / ours, 2))
+
+
+class Dataset:
+    """Flows, lookup keys and both structures for one size, built once per module."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.mod = _ours_module()
+        self.blob = make_flows(size)
+        self.tuples = unpack(self.blob)
+        self.ours = build_ours(self.mod, self.tuples)
+        self.dict = build_dict(self.tuples)
+        self.keys = make_keys(self.tuples, self.dict, BATCH)
+        self.packed = self.mod.pack_tuples(self.keys)
+
+
+@pytest.fixture(scope="module", params=SIZES)
+def data(request: pytest.FixtureRequest) -> Dataset:
+    return Dataset(request.param)
+
+
+def test_results_agree_with_dict(data: Dataset) -> None:
+    """Not a timing: both structures answer the same on every key (ids are equal: no clashes)."""
+    assert len(data.ours) == len(data.dict) // 2 == data.size
+    ours = data.ours.find_batch(data.packed).tolist()
+    want = [-1 if v is None else 2 * v[0] + v[1] for v in map(data.dict.get, data.keys)]
+    assert ours == want
+    assert sum(v >= 0 for v in ours) == BATCH // 2
+    assert [data.ours.find(k) for k in data.keys[:2000]] == [data.dict.get(k, (-1, 0)) for k in data.keys[:2000]]
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_batch_lookup(benchmark, data: Dataset, lib: str) -> None:  # noqa: ANN001
+    """find_batch over 65,536 packed keys vs a dict.get loop over the same keys as tuples."""
+    get = data.dict.get
+    keys = data.keys
+
+    def baseline() -> list:
+        return [get(k) for k in keys]
+
+    if lib == "emu":
+        find_batch, packed, pack = data.ours.find_batch, data.packed, data.mod.pack_tuples
+
+        def fn() -> object:
+            return find_batch(packed)
+    else:
+        fn = baseline
+    benchmark.group = f"conntrack-{data.size}-batch-{BATCH}"
+    benchmark.extra_info.update(lib=lib, keys=BATCH, entries=data.size, impl=data.mod.__name__)
+    rounds = 5 if data.size >= LARGE else 20
+    run(benchmark, fn, data.size, rounds=rounds)
+    if lib == "emu":
+        record_ratio(benchmark, baseline, rounds)
+        if not benchmark.disabled and "dict_min_s" in benchmark.extra_info:
+            # the same lookup including packing the tuples first, for callers that hold tuples
+            with_pack = best_of(lambda: find_batch(pack(keys)), rounds)
+            benchmark.extra_info.update(pack_and_batch_min_s=with_pack, speedup_vs_dict_with_packing=round(
+                benchmark.extra_info["dict_min_s"] / with_pack, 2))
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_scalar_find(benchmark, data: Dataset, lib: str) -> None:  # noqa: ANN001
+    """One find() per key in a Python loop vs one dict.get() per key."""
+    keys = data.keys
+    get = data.dict.get
+
+    def baseline() -> None:
+        for k in keys:
+            get(k)
+
+    if lib == "emu":
+        find = data.ours.find
+
+        def fn() -> None:
+            for k in keys:
+                find(k)
+    else:
+        fn = baseline
+    benchmark.group = f"conntrack-{data.size}-scalar-x{BATCH}"
+    benchmark.extra_info.update(lib=lib, keys=BATCH, entries=data.size, impl=data.mod.__name__)
+    rounds = 5 if data.size >= LARGE else 10
+    run(benchmark, fn, data.size, rounds=rounds)
+    if lib == "emu":
+        record_ratio(benchmark, baseline, rounds)
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_build(benchmark, data: Dataset, lib: str) -> None:  # noqa: ANN001
+    """Creating every entry from tuples (ours also stores state, status, expiry and counters)."""
+    tuples = data.tuples
+    mod = data.mod
+
+    def baseline() -> object:
+        return build_dict(tuples)
+
+    def ours() -> object:
+        return build_ours(mod, tuples)
+
+    benchmark.group = f"conntrack-{data.size}-build"
+    benchmark.extra_info.update(lib=lib, entries=data.size, impl=mod.__name__)
+    if data.size >= LARGE:
+        table = benchmark.pedantic(ours if lib == "emu" else baseline, rounds=2, iterations=1, warmup_rounds=0)
+    else:
+        table = benchmark.pedantic(ours if lib == "emu" else baseline, rounds=5, iterations=1, warmup_rounds=1)
+    assert len(table) == data.size * (1 if lib == "emu" else 2)
+    del table
+    if lib == "emu":
+        record_ratio(benchmark, baseline, 2)
+
+
+def dict_traced_bytes(blob: bytes) -> int:
+    """Bytes tracemalloc sees held by a baseline dict built from fresh tuples and ints."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        d = build_dict(unpack(blob))  # the temporary list is freed before the measurement
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(d) == 2 * len(blob) // 32
+    return held
+
+
+def test_memory(benchmark, data: Dataset) -> None:  # noqa: ANN001
+    """memory_bytes() of our table vs tracemalloc of the dict; a (cheap) timed len() keeps it a benchmark.
+
+    Tracing the 1M dict takes ~15 s, so with --benchmark-disable only the smaller size traces it.
+    """
+    benchmark.group = f"conntrack-{data.size}-memory"
+    ours = data.ours.memory_bytes()
+    benchmark.extra_info.update(entries=data.size, impl=data.mod.__name__, ours_memory_bytes=ours,
+                                ours_bytes_per_entry=round(ours / data.size, 1))
+    if data.mod.__name__ == "emu._fastpath":
+        assert ours < 300 * data.size  # slots + entry arrays, with growth slack
+    if not benchmark.disabled or data.size < LARGE:
+        theirs = dict_traced_bytes(data.blob)
+        benchmark.extra_info.update(dict_traced_bytes=theirs, memory_ratio_vs_dict=round(ours / theirs, 3),
+                                    dict_bytes_per_entry=round(theirs / data.size, 1))
+        assert ours < theirs
+    benchmark(data.ours.__len__)
