@@ -262,13 +262,14 @@ class Netfilter:
         else:
             new_ip = o["addr"][0]
         lo, hi = o.get("ports", (None, None))
-        want = rdp
+        # The port SNAT may change: the reply's destination port, or for ICMP the echo id.
+        want = rsp if proto == 1 else rdp
         candidates: list[int]
         if proto in (6, 17, 1):
-            if lo is None:
-                lo, hi = (1024, 65535) if want >= 1024 else (1, 1023) if proto != 1 else (0, 65535)
-                if proto == 1:
-                    lo, hi = want, want
+            if proto == 1:
+                lo, hi = 0, 65535
+            elif lo is None:
+                lo, hi = (1024, 65535) if want >= 1024 else (1, 1023)
             if o.get("random-fully") or o.get("random"):
                 start = self.ns.lab.clock.rng.randrange(lo, hi + 1)
             else:
@@ -280,7 +281,7 @@ class Netfilter:
         else:
             candidates = [want]
         for port in candidates:
-            new_reply = (rs, new_ip, proto, rsp, port)
+            new_reply = (rs, new_ip, proto, port, 0) if proto == 1 else (rs, new_ip, proto, rsp, port)
             if new_reply == c.reply or not self.ct.in_use(new_reply):
                 break
         else:
@@ -315,7 +316,8 @@ class Netfilter:
             want_port = target[4] if dst else target[3]
             if cur_port != want_port:
                 t.set_l4_port(pkt, 0, 1 if dst else 0, want_port)
-        elif proto == 1 and not dst and len(pkt) >= ihl + 8 and pkt[ihl] in (0, 8):
+        elif proto == 1 and len(pkt) >= ihl + 8 and pkt[ihl] in (0, 8):
+            # The echo id is both "ports" of an ICMP tuple: either manipulation may restore it.
             if struct.unpack_from("!H", pkt, ihl + 4)[0] != target[3]:
                 t.set_l4_port(pkt, 0, 0, target[3])
 
@@ -346,13 +348,19 @@ class Netfilter:
         return True
 
     def _rewrite_inner(self, inner: bytearray, t: Tuple5, iihl: int) -> None:
-        struct.pack_into("!II", inner, 12, t[0], t[1])
-        struct.pack_into("!H", inner, 10, 0)
-        struct.pack_into("!H", inner, 10, self.ns.tables.inet_checksum(bytes(inner[:iihl]), 0, iihl))
+        """Rewrites the quoted packet like any packet: addresses, ports and their checksums, incrementally
+        (the quoted L4 checksum is fixed as the kernel does, when the quote holds it)."""
+        tables = self.ns.tables
+        for which, value in ((0, t[0]), (1, t[1])):
+            if struct.unpack_from("!I", inner, 12 + 4 * which)[0] != value:
+                tables.set_ipv4_addr(inner, 0, which, value)
         if inner[9] in (6, 17) and len(inner) >= iihl + 4:
-            struct.pack_into("!HH", inner, iihl, t[3], t[4])
-        elif inner[9] == 1 and len(inner) >= iihl + 8:
-            struct.pack_into("!H", inner, iihl + 4, t[3])
+            for which, value in ((0, t[3]), (1, t[4])):
+                if struct.unpack_from("!H", inner, iihl + 2 * which)[0] != value:
+                    tables.set_l4_port(inner, 0, which, value)
+        elif inner[9] == 1 and len(inner) >= iihl + 8 and inner[iihl] in (0, 8):
+            if struct.unpack_from("!H", inner, iihl + 4)[0] != t[3]:
+                tables.set_l4_port(inner, 0, 0, t[3])
 
     def _reject(self, ctx: Ctx, kind: str) -> None:
         itype, code = REJECT_TYPES[kind]
