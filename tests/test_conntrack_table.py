@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import random
 import struct
 from array import array
@@ -19,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emu import _fastpath_py
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 INF = math.inf
@@ -30,25 +28,7 @@ U16 = st.integers(0, 0xFFFF)
 TUPLE = st.tuples(U32, U32, st.integers(0, 255), U16, U16)
 
 
-def _load_c() -> ModuleType:
-    try:
-        return importlib.import_module("emu._fastpath")
-    except ImportError as exc:
-        if os.environ.get("EMU_NO_EXTENSIONS") == "1":
-            pytest.skip(f"emu._fastpath not built and EMU_NO_EXTENSIONS=1 ({exc})")
-        pytest.fail(f"compiled emu._fastpath failed to import ({exc}); build it or set EMU_NO_EXTENSIONS=1")
-
-
-@pytest.fixture(scope="module", params=["c", "py"])
-def impl(request: pytest.FixtureRequest) -> ModuleType:
-    """The module under test: compiled or pure-Python."""
-    return _load_c() if request.param == "c" else _fastpath_py
-
-
-@pytest.fixture(scope="module")
-def both() -> tuple[ModuleType, ModuleType]:
-    """(compiled, twin) for lockstep comparisons."""
-    return _load_c(), _fastpath_py
+from tests.tables import both, impl  # noqa: E402,F401  (fixtures)
 
 
 # ---------------------------------------------------------------------------

@@ -6,8 +6,6 @@ pure-Python twin); a missing extension fails the "c" runs unless EMU_NO_EXTENSIO
 
 from __future__ import annotations
 
-import importlib
-import os
 import random
 import struct
 from array import array
@@ -17,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emu import _fastpath_py
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -26,25 +23,7 @@ U16 = st.integers(0, 0xFFFF)
 MAC = st.integers(0, 2**48 - 1)
 
 
-def _load_c() -> ModuleType:
-    try:
-        return importlib.import_module("emu._fastpath")
-    except ImportError as exc:
-        if os.environ.get("EMU_NO_EXTENSIONS") == "1":
-            pytest.skip(f"emu._fastpath not built and EMU_NO_EXTENSIONS=1 ({exc})")
-        pytest.fail(f"compiled emu._fastpath failed to import ({exc}); build it or set EMU_NO_EXTENSIONS=1")
-
-
-@pytest.fixture(scope="module", params=["c", "py"])
-def impl(request: pytest.FixtureRequest) -> ModuleType:
-    """The module under test: compiled or pure-Python."""
-    return _load_c() if request.param == "c" else _fastpath_py
-
-
-@pytest.fixture(scope="module")
-def both() -> tuple[ModuleType, ModuleType]:
-    """(compiled, twin) for direct comparisons."""
-    return _load_c(), _fastpath_py
+from tests.tables import both, impl  # noqa: E402,F401  (fixtures)
 
 
 # ---------------------------------------------------------------------------
