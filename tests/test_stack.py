@@ -333,3 +333,20 @@ def test_trace_follows_one_frame_hop_by_hop(make_lab) -> None:
     text = lab.trace_text(pid)
     assert "route 10.0.2.0/24 dev eth1" in text and "forward: ttl 64 -> 63" in text
     assert text.splitlines()[-1].endswith("[drop: NO_LISTENER]")
+
+
+def test_rp_filter_drops_a_source_routed_back_elsewhere(make_lab) -> None:
+    lab = make_lab()
+    h1, r, h2 = routed(lab)
+    # h2 pretends to be on h1's subnet: the reverse route to 10.0.1.99 leaves by eth0, not eth1.
+    h2.run("ip addr add 10.0.1.99/32 dev eth0")
+    got: list[bytes] = []
+    h1.stack.udp_bind(7, lambda s, sp, d, dp, data, pid: got.append(data))
+    send = lambda: h2.stack.udp_send(0x0A00010A, 7, b"spoof", sport=9, src=0x0A000163)  # noqa: E731
+    send()
+    lab.settle()
+    assert got == [b"spoof"]  # rp_filter off (the default here): forwarded
+    r.run("sysctl -w net.ipv4.conf.all.rp_filter=1")
+    send()
+    lab.settle()
+    assert got == [b"spoof"] and lab.trace.drops[Drop.RP_FILTER.value] == 1
