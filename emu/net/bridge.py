@@ -31,7 +31,7 @@ class Bridge(Link):
         return "UP" if self.carrier else "UNKNOWN" if not self.ports else "DOWN"
 
     def flags(self) -> list[str]:
-        flags = ["BROADCAST", "MULTICAST"]
+        flags = ["BROADCAST", "MULTICAST"] + (["PROMISC"] if self.promisc else [])
         if self.up:
             flags.append("UP")
             if self.carrier:

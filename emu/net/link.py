@@ -58,6 +58,8 @@ class Link:
     master: Link | None = None
     hairpin: bool = False  # as a bridge port: may send a frame back out of the port it came in on
     was_up: bool = False  # has been up once (it then keeps its qdisc)
+    txqlen: int = 1000
+    promisc: bool = False
     delay: float = 0.000005  # one-way latency of the wire behind this link
     kind = "ether"
     link_type = "ether"
@@ -80,7 +82,10 @@ class Link:
         return "UP" if self.carrier else "LOWERLAYERDOWN"
 
     def flags(self) -> list[str]:
+        """The IFF_* flags in iproute2's order (NO-CARRIER first, M-DOWN last)."""
         flags = ["POINTOPOINT", "NOARP"] if self.l3 else ["BROADCAST", "MULTICAST"]
+        if self.promisc:
+            flags.append("PROMISC")
         if self.up:
             flags.append("UP")
         if self.running:
@@ -88,6 +93,10 @@ class Link:
         elif self.up:
             flags.insert(0, "NO-CARRIER")
         return flags
+
+    def _local_by_index(self, ifindex: int) -> Link | None:
+        """What a lookup of `ifindex` finds in this link's own namespace (iflink quirks depend on it)."""
+        return self.ns.link_by_index(ifindex)
 
     @property
     def mac_str(self) -> str:
@@ -150,6 +159,28 @@ class Veth(Link):
     @property
     def carrier(self) -> bool:
         return self.up and self.peer is not None and self.peer.up
+
+    @property
+    def operstate(self) -> str:
+        """default_operstate: without carrier, LOWERLAYERDOWN only when the device found under the
+        peer's ifindex in this namespace has no carrier either; DOWN otherwise."""
+        if not self.up:
+            return "DOWN"
+        if self.carrier:
+            return "UP"
+        other = self._local_by_index(self.peer.ifindex) if self.peer is not None else None
+        if other is None or other is self:
+            return "DOWN"
+        # linkwatch computed this when our carrier went: a bridge we are a port of still had it then.
+        had_carrier = other.carrier or self in getattr(other, "ports", ())
+        return "DOWN" if had_carrier else "LOWERLAYERDOWN"
+
+    def flags(self) -> list[str]:
+        """iproute2 adds M-DOWN when the peer is in this namespace (no link-netnsid) and not up."""
+        flags = super().flags()
+        if self.peer is not None and self.peer.ns is self.ns and not self.peer.up:
+            flags.append("M-DOWN")
+        return flags
 
     def wire(self, frame: bytes, pid: int) -> None:
         peer = self.peer

@@ -54,7 +54,8 @@ DEFAULT_SYSCTLS = {
     "net.ipv4.neigh.default.base_reachable_time_ms": "30000",
     "net.bridge.bridge-nf-call-iptables": "1",
 }
-PER_IF_KEYS = ("rp_filter", "proxy_arp", "forwarding")
+PER_IF_KEYS = ("rp_filter", "proxy_arp", "forwarding", "arp_notify", "route_localnet", "arp_ignore", "arp_announce",
+               "accept_local", "send_redirects")
 
 
 class Namespace:
@@ -160,9 +161,10 @@ class Namespace:
         peer_ns: Namespace | None = None,
         mtu: int | None = None,
         mac: str | None = None,
+        txqlen: int | None = None,
         **opts: object,
     ) -> Link:
-        """`ip link add IFNAME [address MAC] [mtu N] type KIND [...]`; a veth also creates its peer."""
+        """`ip link add IFNAME [address MAC] [mtu N] [txqueuelen N] type KIND [...]`; a veth also creates its peer."""
         op = f"link add {ifname}"
         if kind not in KINDS:
             raise self._err(NetError(f'Error: Unknown device type "{kind}".', rc=2), op)
@@ -211,6 +213,8 @@ class Namespace:
             b = Veth(ns=pns, ifname=pname, ifindex=pns._alloc_ifindex(), mac=self.lab.random_mac(),
                      mtu=mtu or default_mtu)
             a.peer, b.peer = b, a
+            if txqlen is not None:
+                a.txqlen = b.txqlen = txqlen
             self.links[ifname] = a
             pns.links[pname] = b
             return a
@@ -219,6 +223,10 @@ class Namespace:
             link.mac_fixed = True  # type: ignore[attr-defined]
         if kind == "nic":
             link.segment.attach(link)  # type: ignore[attr-defined]
+        if kind == "ifb":
+            link.txqlen = 32
+        if txqlen is not None:
+            link.txqlen = txqlen
         self.links[ifname] = link
         return link
 
@@ -234,6 +242,8 @@ class Namespace:
         netns: Namespace | None = None,
         name: str | None = None,
         hairpin: bool | None = None,
+        promisc: bool | None = None,
+        txqlen: int | None = None,
     ) -> Link:
         """`ip link set DEV [up|down] [mtu N] [address MAC] [master BR|nomaster] [netns NS] [name NEW]`."""
         link = self.link(ifname)
@@ -270,6 +280,10 @@ class Namespace:
                 br.add_port(link)
         if hairpin is not None:
             link.hairpin = hairpin
+        if promisc is not None:
+            link.promisc = promisc
+        if txqlen is not None:
+            link.txqlen = txqlen
         if up is not None and up != link.up:
             link.up = up
             if up:
@@ -343,7 +357,8 @@ class Namespace:
         except ValueError:
             raise self._err(NetError(f'Error: any valid prefix is expected rather than "{text}".', rc=1), op) from None
 
-    def addr_add(self, ifname: str, cidr: str, *, scope: str | int = "global", label: str | None = None) -> Address:
+    def addr_add(self, ifname: str, cidr: str, *, scope: str | int = "global", label: str | None = None,
+                 broadcast: str | None = None) -> Address:
         """`ip addr add A/N dev DEV`: adds the local and broadcast entries and the connected route."""
         op = f"addr add {cidr} dev {ifname}"
         link = self.link(ifname)
@@ -361,6 +376,10 @@ class Namespace:
         secondary = any(not a.secondary and a.plen == plen and in_subnet(ip, network_of(a.local, a.plen), plen)
                         for a in link.addrs)
         addr = Address(local=ip, plen=plen, scope=scope_val, secondary=secondary, label=label or link.ifname)
+        if broadcast == "+":
+            addr.broadcast = broadcast_of(ip, plen) if plen < 31 else None
+        elif broadcast is not None:
+            addr.broadcast = ip2int(broadcast)
         self._addr_add(link, addr)
         return addr
 

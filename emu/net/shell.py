@@ -181,7 +181,8 @@ class Shell:
         i = 0
         while i < len(a):
             w = a[i]
-            if w == "name" or (name is None and w not in ("type", "mtu", "address", "link")):
+            if w == "name" or (name is None and w not in ("type", "mtu", "address", "link", "txqueuelen", "txqlen",
+                                                            "qlen")):
                 if w == "name":
                     i += 1
                 name = a[i]
@@ -191,6 +192,9 @@ class Shell:
             elif w == "address":
                 i += 1
                 mac = a[i]
+            elif w in ("txqueuelen", "txqlen", "qlen"):
+                i += 1
+                opts["txqlen"] = int(a[i])
             elif w == "type":
                 i += 1
                 kind = a[i]
@@ -242,7 +246,9 @@ class Shell:
             raise Usage('Not enough information: "dev" argument is required.', 255)
         if kind is None:
             raise Usage('Not enough information: "type" argument is required', 255)
-        self.ns.link_add(name, kind, peer=peer, peer_ns=peer_ns, mtu=mtu, mac=mac, **opts)
+        txqlen = opts.pop("txqlen", None)
+        self.ns.link_add(name, kind, peer=peer, peer_ns=peer_ns, mtu=mtu, mac=mac,
+                         txqlen=txqlen, **opts)  # type: ignore[arg-type]
         return Result(0)
 
     def _link_set(self, a: list[str]) -> Result:
@@ -267,6 +273,12 @@ class Shell:
                 kw["master"] = a[i]
             elif w == "nomaster":
                 kw["nomaster"] = True
+            elif w == "promisc":
+                i += 1
+                kw["promisc"] = a[i] == "on"
+            elif w in ("txqueuelen", "txqlen", "qlen"):
+                i += 1
+                kw["txqlen"] = int(a[i])
             elif w == "netns":
                 i += 1
                 kw["netns"] = self.ns.lab[a[i]]
@@ -295,7 +307,7 @@ class Shell:
         if cmd in ("add", "del", "delete", "replace"):
             if not a:
                 raise Usage('Not enough information: "dev" argument is required.', 255)
-            cidr, dev, scope, label = a[0], None, "global", None
+            cidr, dev, scope, label, brd = a[0], None, "global", None, None
             i = 1
             while i < len(a):
                 if a[i] == "dev":
@@ -305,7 +317,7 @@ class Shell:
                 elif a[i] == "label":
                     label = a[i + 1]
                 elif a[i] in ("brd", "broadcast"):
-                    pass
+                    brd = a[i + 1]
                 else:
                     raise Usage(f'Error: either "local" is duplicate, or "{a[i]}" is a garbage.', 1)
                 i += 2
@@ -317,7 +329,7 @@ class Shell:
                         self.ns.addr_del(dev, cidr)
                     except NetError:
                         pass
-                self.ns.addr_add(dev, cidr, scope=scope, label=label)
+                self.ns.addr_add(dev, cidr, scope=scope, label=label, broadcast=brd)
             else:
                 self.ns.addr_del(dev, cidr)
             return Result(0)

@@ -41,10 +41,6 @@ def _qdisc(link: Link) -> str:
     return "pfifo_fast" if type(link) is not Dummy and link.kind == "ifb" else "noqueue"
 
 
-def _txqlen(link: Link) -> int:
-    return 32 if link.kind == "ifb" else 1000
-
-
 def _flags(link: Link) -> list[str]:
     flags = link.flags()
     if link.kind == "ifb":
@@ -56,8 +52,13 @@ def _operstate(link: Link) -> str:
     return "UNKNOWN" if link.kind == "ifb" and link.up else link.operstate
 
 
-def _peer_suffix(ns: Namespace, link: Link) -> str:
+def _peer_suffix(ns: Namespace, link: Link, *, by_index: bool = False) -> str:
+    """`@peer` after a veth's name: `ip` names a peer in another namespace `ifN`; `bridge` resolves the
+    peer's ifindex in its own namespace whatever device that finds."""
     if isinstance(link, Veth) and link.peer is not None:
+        if by_index:
+            found = ns.link_by_index(link.peer.ifindex)
+            return f"@{found.ifname}" if found is not None else f"@if{link.peer.ifindex}"
         return f"@{link.peer.ifname}" if link.peer.ns is ns else f"@if{link.peer.ifindex}"
     return ""
 
@@ -65,14 +66,20 @@ def _peer_suffix(ns: Namespace, link: Link) -> str:
 def link_json(ns: Namespace, link: Link, *, mode: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"ifindex": link.ifindex}
     if isinstance(link, Veth) and link.peer is not None:
-        out["link_index"] = link.peer.ifindex
+        if link.peer.ns is ns:
+            out["link"] = link.peer.ifname
+        else:
+            out["link_index"] = link.peer.ifindex
     out.update(ifname=link.ifname, flags=_flags(link), mtu=link.mtu, qdisc=_qdisc(link))
     if link.master is not None:
         out["master"] = link.master.ifname
     out["operstate"] = _operstate(link)
     if mode:
         out["linkmode"] = "DEFAULT"
-    out.update(group="default", txqlen=_txqlen(link), link_type=link.link_type)
+    out["group"] = "default"
+    if link.txqlen:
+        out["txqlen"] = link.txqlen
+    out["link_type"] = link.link_type
     if isinstance(link, Loopback):
         out.update(address="00:00:00:00:00:00", broadcast="00:00:00:00:00:00")
     elif not link.l3:
@@ -86,7 +93,8 @@ def _link_head(ns: Namespace, link: Link, *, mode: bool) -> str:
     master = f"master {link.master.ifname} " if link.master is not None else ""
     mode_s = "mode DEFAULT " if mode else ""
     head = (f"{link.ifindex}: {link.ifname}{_peer_suffix(ns, link)}: <{','.join(_flags(link))}> mtu {link.mtu} "
-            f"qdisc {_qdisc(link)} {master}state {_operstate(link)} {mode_s}group default qlen {_txqlen(link)}\n")
+            f"qdisc {_qdisc(link)} {master}state {_operstate(link)} {mode_s}group default "
+            + (f"qlen {link.txqlen}\n" if link.txqlen else "\n"))
     if isinstance(link, Loopback):
         l2 = "    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n"
     elif link.l3:
@@ -420,7 +428,8 @@ def bridge_link(ns: Namespace, *, details: bool = False) -> str:
     for link in ns.sorted_links():
         if link.master is not None:
             state = "forwarding" if link.running else "disabled"
-            out.append(f"{link.ifindex}: {link.ifname}{_peer_suffix(ns, link)}: <{','.join(link.flags())}> mtu "
+            out.append(f"{link.ifindex}: {link.ifname}{_peer_suffix(ns, link, by_index=True)}: "
+                       f"<{','.join(link.flags())}> mtu "
                        f"{link.mtu} master {link.master.ifname} state {state} priority 32 cost 2 \n")
             if details:
                 out.append(f"    hairpin {'on' if link.hairpin else 'off'} guard off root_block off fastleave off "
