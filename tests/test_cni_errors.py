@@ -295,7 +295,7 @@ def test_check_and_delete_of_unknown_containers(world) -> None:  # noqa: ANN001
 def test_unknown_plugin_type(world) -> None:  # noqa: ANN001
     lab, _node, rt = world
     with pytest.raises(CniError) as info:
-        rt.add({"cniVersion": "1.0.0", "name": "n", "type": "flannel"}, "c1", lab.netns("p1"))
+        rt.add({"cniVersion": "1.0.0", "name": "n", "type": "calico"}, "c1", lab.netns("p1"))
     assert info.value.msg == 'failed to find plugin "flannel" in path [/opt/cni/bin]'
     rc, out, _ = rt.invoke("nosuch", "VERSION", "")
     assert rc == 1 and json.loads(out)["code"] == 999

@@ -34,3 +34,11 @@ def test_readme_scenario_runs_and_passes(tmp_path: Path) -> None:
     assert not failures, failures
     assert [r.step.kind for r in runner.results] == ["ping", "exec", "listen", "udp", "tcp", "traceroute", "wait",
                                                       "replay", "expect", "link", "ping", "exec"]
+
+
+def test_readme_cni_example_runs(capsys) -> None:
+    text = (ROOT / "README.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "from emu.cni import Runtime" in b)
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own example
+    out = capsys.readouterr().out
+    assert out.startswith("10.244.1.2/24\n") and "[step 1]" in out and "[step 5]" in out

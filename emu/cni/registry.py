@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from emu.cni.ipam_host_local import HostLocal
 from emu.cni.plugin_bridge import BridgePlugin
+from emu.cni.plugin_flannel import FlannelPlugin
 from emu.cni.plugin_loopback import Loopback
 from emu.cni.plugin_portmap import Portmap
 from emu.cni.plugin_ptp import Ptp
@@ -14,6 +15,7 @@ def default_registry() -> dict[str, Plugin]:
     """A fresh mapping of plugin type to implementation."""
     return {
         "bridge": BridgePlugin(),
+        "flannel": FlannelPlugin(),
         "host-local": HostLocal(),
         "loopback": Loopback(),
         "portmap": Portmap(),

@@ -61,6 +61,16 @@ class Lab:
             self.namespaces[name] = Namespace(self, name)
         return self.namespaces[name]
 
+    def delete_netns(self, name: str) -> None:
+        """`ip netns del NAME`: every device goes (a veth takes its peer along), then the namespace.
+        Its captures keep what they recorded."""
+        ns = self[name]
+        for link in list(ns.sorted_links()):
+            if link.kind != "loopback" and link.ifname in ns.links:
+                ns.link_del(link.ifname)
+        del self.namespaces[name]
+        self.bump()
+
     def __getitem__(self, name: str) -> Namespace:
         try:
             return self.namespaces[name]
@@ -163,8 +173,7 @@ class Lab:
         """Plain per-interface pcaps: `<directory>/<netns>_<ifname>.pcap`, frame counts by capture point."""
         out = {}
         for cap in self.captures.values():
-            link = self.namespaces[cap.netns].links.get(cap.ifname)
-            linktype = LINKTYPE_RAW if link is not None and link.l3 else LINKTYPE_ETHERNET
+            linktype = cap.records[0].linktype if cap.records else LINKTYPE_ETHERNET
             path = os.path.join(directory, f"{cap.netns}_{cap.ifname}.pcap")
             out[cap.name] = write_pcap(path, cap.records, EPOCH, linktype)
         return out

@@ -565,6 +565,11 @@ class Shell:
                 raise Usage(f'Cannot create namespace file "/var/run/netns/{args[1]}": File exists', 1)
             self.ns.lab.netns(args[1])
             return Result(0)
+        if cmd in ("del", "delete") and len(args) > 1:
+            if args[1] not in self.ns.lab.namespaces:
+                raise Usage(f'Cannot remove namespace file "/var/run/netns/{args[1]}": No such file or directory', 1)
+            self.ns.lab.delete_netns(args[1])
+            return Result(0)
         if cmd == "exec" and len(args) > 2:
             return self.ns.lab[args[1]].run(shlex.join(args[2:]))
         raise Usage(f'Command "{cmd}" is unknown, try "ip netns help".', 255)
