@@ -296,7 +296,7 @@ def test_unknown_plugin_type(world) -> None:  # noqa: ANN001
     lab, _node, rt = world
     with pytest.raises(CniError) as info:
         rt.add({"cniVersion": "1.0.0", "name": "n", "type": "calico"}, "c1", lab.netns("p1"))
-    assert info.value.msg == 'failed to find plugin "flannel" in path [/opt/cni/bin]'
+    assert info.value.msg == 'failed to find plugin "calico" in path [/opt/cni/bin]'
     rc, out, _ = rt.invoke("nosuch", "VERSION", "")
     assert rc == 1 and json.loads(out)["code"] == 999
 
