@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 
 
 def test_there_are_bundled_scenarios() -> None:
-    assert {p.stem for p in SCENARIOS} >= {"chapter1", "vxlan-overlay", "nat-gateway"}
+    assert {p.stem for p in SCENARIOS} >= {"chapter1", "vxlan-overlay", "nat-gateway", "cni-by-hand", "flannel-vxlan",
+                                            "flannel-host-gw"}
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
@@ -35,3 +38,18 @@ def test_bundled_scenario(path: Path, tmp_path: Path) -> None:
         sample = Path(sc.resolve(sc.capture_file))
         assert sample.exists(), f"commit the sample pcap {sample.name} (run `emu run {path.name}`)"
         assert sample.read_bytes() == blobs[0], f"{sample.name} is stale: re-run `emu run scenarios/{path.name}`"
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_sample_pcap_decodes_cleanly(path: Path) -> None:
+    sc = load(str(path))
+    sample = Path(sc.resolve(sc.capture_file))
+    res = subprocess.run(["tshark", "-r", str(sample), "-d", "udp.port==8472,vxlan", "-o", "ip.check_checksum:TRUE",
+                          "-o", "udp.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE", "-T", "fields",
+                          "-e", "frame.comment", "-e", "_ws.expert.severity", "-e", "_ws.malformed"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for row in (ln.split("\t") for ln in res.stdout.splitlines()):
+        assert row[0], "a frame without a comment"
+        assert not row[2] and "warn" not in row[1].lower() and "error" not in row[1].lower(), row

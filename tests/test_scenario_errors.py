@@ -76,7 +76,7 @@ class Case:
 REASONS = ("NO_ROUTE, BLACKHOLE, UNREACHABLE, PROHIBIT, TTL_EXPIRED, NO_NEIGH, FILTERED, NO_LISTENER, MALFORMED, "
            "BAD_CHECKSUM, IFACE_DOWN, NOT_FOR_US, FORWARDING_OFF, FRAG_NEEDED, RP_FILTER, MARTIAN, UNSUPPORTED, "
            "NO_CARRIER, REASM_TIMEOUT, HAIRPIN, ARP_IGNORED, QUEUE_FULL")
-STEP_KEYS = "exec, expect, include, link, listen, name, ping, replay, tcp, traceroute, udp, wait"
+STEP_KEYS = "cni, exec, expect, include, kubectl, link, listen, name, node, ping, pod, replay, tcp, traceroute, udp, wait"
 LINKTYPES = r" \(emu replays Ethernet \(1\) and raw IPv4 \(101\)\)"
 
 CASES: list[Case] = [
@@ -95,8 +95,8 @@ CASES: list[Case] = [
     Case("top_level_scalar.yaml", "{f}:1:1: a scenario is a mapping with topology and steps, got string"),
     Case("missing_topology.yaml", "{f}:1:1: missing required key 'topology'"),
     Case("unknown_top_key.yaml",
-         "{f}:4:1: unknown key 'stpes' (expected one of: capture, description, name, seed, steps, topology)",
-         contains=("unknown key 'stpes' (expected one of: capture, description, name, seed, steps, topology)",)),
+         "{f}:4:1: unknown key 'stpes' (expected one of: capture, cluster, description, name, seed, steps, topology)",
+         contains=("unknown key 'stpes' (expected one of: capture, cluster, description, name, seed, steps, topology)",)),
     Case("unknown_step_key.yaml",
          Re(r"{f}:7:5: steps\[1\](\.timeout)?: unknown key 'timeout' \(expected one of: " + STEP_KEYS + r"\)"),
          contains=(f"steps[1]: unknown key 'timeout' (expected one of: {STEP_KEYS})",)),
@@ -107,7 +107,7 @@ CASES: list[Case] = [
                    "(expected one of: count, expect, from, interval, size, to, ttl)",)),
     Case("unknown_keys_mixed_types.yaml", Re(r"{f}:\d+:\d+: steps\[0\](\.\w+)?: unknown key .+")),
     Case("step_no_kind.yaml", "{f}:5:5: steps[1]: a step needs one of: exec, ping, traceroute, listen, udp, tcp, "
-                              "wait, link, replay, expect, include"),
+                              "wait, link, replay, expect, include, kubectl, pod, node, cni"),
     Case("step_two_kinds.yaml", "{f}:4:5: steps[0]: a step has several kinds (exec, wait); give one per step"),
     # types, formats, ranges, enums
     Case("count_string.yaml", "{f}:7:7: steps[0].ping.count: expected an integer, got string 'three'"),

@@ -202,7 +202,6 @@ for _entry in _PROTOCOLS.replace("\n", "").split("|"):
 # xtables_chain_protos: the names iptables knows without the database (and prints with -n)
 CHAIN_PROTOS = [("tcp", 6), ("sctp", 132), ("udp", 17), ("udplite", 136), ("icmp", 1), ("ipv6-icmp", 58),
                 ("icmpv6", 58), ("esp", 50), ("ah", 51), ("ipv6-mh", 135), ("mh", 135), ("all", 0)]
-PROTOS = {name: num for name, num in CHAIN_PROTOS}  # kept for callers that want a name->number map
 
 _SERVICES = """tcpmux=1/t echo=7 discard,sink,null=9 systat,users=11/t daytime=13 netstat=15/t qotd,quote=17/t
 chargen,ttytst,source=19 ftp-data=20/t ftp=21/t fsp,fspd=21/u ssh=22/t telnet=23/t smtp,mail=25/t time,timserver=37
@@ -679,7 +678,6 @@ ICMP_CODES = [
     ("required-option-missing", 12, 1, 1), ("timestamp-request", 13, 0, 0xFF), ("timestamp-reply", 14, 0, 0xFF),
     ("address-mask-request", 17, 0, 0xFF), ("address-mask-reply", 18, 0, 0xFF),
 ]
-ICMP_TYPES = {name: (t, None if (lo, hi) == (0, 0xFF) else lo) for name, t, lo, hi in ICMP_CODES}
 
 
 def _icmp_parse(inst: Inst, key: str, arg: str | None, invert: bool) -> None:
@@ -1138,7 +1136,6 @@ MATCHES: dict[str, Ext] = {
     "limit": Ext("limit", [Opt(("limit",)), Opt(("limit-burst",))], _limit_parse, _save_limit,
                  lambda o, n: f"limit: avg {_rate_str(o['avg'])} burst {o['burst']}", _limit_init),
 }
-MATCH_OPTIONS = {name: {f"--{n}" for o in ext.opts for n in o.names} for name, ext in MATCHES.items()}
 
 
 # --- targets ------------------------------------------------------------------------------------------
@@ -1149,7 +1146,6 @@ REJECT_TABLE = [("icmp-net-unreachable", "net-unreach", (3, 0)), ("icmp-host-unr
 REJECT_TYPES: dict[str, tuple[int | None, int | None]] = {}
 for _name, _alias, _what in REJECT_TABLE:
     REJECT_TYPES[_name] = REJECT_TYPES[_alias] = _what
-REJECT_CANON = {alias: name for name, alias, _ in REJECT_TABLE}
 NAT_PORT_PROTOS = {6, 17, 132, 33, 1}
 
 
@@ -1210,7 +1206,7 @@ def _nat_ports(text: str, portok: bool) -> tuple[int, int, int | None]:
 
 def _nat_range(text: str, portok: bool) -> dict[str, Any]:
     """parse_to of DNAT/SNAT: `[IP[-IP]][:PORT[-PORT[/BASE]]]`, stored canonically."""
-    out: dict[str, Any] = {"addr": None}
+    out: dict[str, Any] = {"addr": (None, None)}  # (None, None): no address given, only ports
     addr_part, colon, ports = text.partition(":")
     if colon:
         lo, hi, base = _nat_ports(ports, portok)
@@ -1233,8 +1229,8 @@ def _nat_range(text: str, portok: bool) -> dict[str, Any]:
 def _range_str(o: dict[str, Any]) -> str:
     """print_range: the address range, then `:PORT[-PORT][/BASE]`."""
     text = ""
-    if o.get("addr") is not None:
-        a, b = o["addr"]
+    a, b = o.get("addr", (None, None))
+    if a is not None:
         text = int2ip(a) + (f"-{int2ip(b)}" if b != a else "")
     if "ports" in o:
         lo, hi = o["ports"]
@@ -1380,9 +1376,6 @@ TARGETS: dict[str, Ext] = {
                + [Opt((name,), arg=False) for name, _, _ in LOG_FLAGS], _log_parse, _save_log, _show_log),
     "TRACE": Ext("TRACE", [], _target_parse_generic, lambda o: [], lambda o, n: ""),
 }
-EXT_TARGETS = set(TARGETS)
-NAT_TARGETS = {"DNAT", "SNAT", "MASQUERADE", "REDIRECT"}
-STANDARD_TARGETS = VERDICTS
 # Where the kernel lets a target run: its table, and the hooks of the base chains reaching it.
 TARGET_PLACES: dict[str, tuple[str | None, set[str]]] = {
     "DNAT": ("nat", {"PREROUTING", "OUTPUT"}), "REDIRECT": ("nat", {"PREROUTING", "OUTPUT"}),
@@ -1422,11 +1415,6 @@ class Target:
 
     def show(self, numeric: bool = True) -> str:
         return TARGETS[self.name].show(self.opts, numeric) if self.name in TARGETS else ""
-
-
-def print_target(t: Target) -> str:
-    """What `iptables -L -n` shows after a rule's matches for its target."""
-    return t.show(True)
 
 
 @dataclass

@@ -46,6 +46,7 @@ class Lab:
         self.trace = Trace(enabled=trace)
         self.captures: dict[tuple[str, str], Capture] = {}
         self._captured_links: set[int] = set()
+        self.capture_everything = False
         self._hop: dict[tuple[int, str], list[str]] = {}
         self._records: list[Record] = []
         self._pid = 0
@@ -138,6 +139,8 @@ class Lab:
         return self.captures[key]
 
     def capture_all(self) -> None:
+        """Captures on every interface but lo, including those created from now on."""
+        self.capture_everything = True
         for ns in self.namespaces.values():
             for link in ns.sorted_links():
                 if link.kind != "loopback":
@@ -145,6 +148,9 @@ class Lab:
 
     def capture_point(self, link: Link, frame: bytes, direction: str, pid: int) -> None:
         """Called by every link on rx and tx; starts a new hop context on rx."""
+        if self.capture_everything and id(link) not in self._captured_links and link.kind != "loopback" \
+                and link.ns.name in self.namespaces and link.ifname in link.ns.links:
+            self.capture(link.ns.name, link.ifname)
         if not self._captured_links:
             return
         if len(self._hop) > 100_000:

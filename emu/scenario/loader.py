@@ -272,6 +272,12 @@ class Scenario:
     capture_points: list[str] | str
     capture_file: str | None
     steps: list[Step] = field(default_factory=list)
+    cluster: dict[str, Any] | None = None
+    dynamic: list[str] = field(default_factory=list)  # pods and nodes that steps create
+
+    @property
+    def known(self) -> list[str]:
+        return self.namespaces + self.dynamic
 
     @property
     def directory(self) -> str:
@@ -289,8 +295,17 @@ def load(file: str) -> Scenario:
                             line=1, col=1)
     validate(src, schema.SCENARIO)
     d = src.data
-    topo = d["topology"]
-    names = list(topo["namespaces"])
+    topo = d.get("topology", {})
+    cluster = d.get("cluster")
+    names = list(topo.get("namespaces", []))
+    if cluster is not None:
+        nodes = cluster.get("nodes", 2)
+        node_names = [f"node{i}" for i in range(1, nodes + 1)] if isinstance(nodes, int) else list(nodes)
+        for i, pod in enumerate(cluster.get("pods", [])):
+            if "node" in pod and pod["node"] not in node_names:
+                raise src.error(("cluster", "pods", i, "node"),
+                                f"unknown node {pod['node']!r} (cluster nodes: {', '.join(node_names)})")
+        names += [n for n in node_names + [p["name"] for p in cluster.get("pods", [])] if n not in names]
     segments = list(topo.get("segments", []))
     setup: list[tuple[Path, str, str]] = []
     for i, item in enumerate(topo.get("setup", [])):
@@ -312,7 +327,7 @@ def load(file: str) -> Scenario:
     sc = Scenario(file=file, source=src, name=d.get("name", os.path.splitext(os.path.basename(file))[0]),
                   description=d.get("description", ""), seed=d.get("seed", 0), namespaces=names,
                   segments=segments, nics=list(topo.get("nics", [])), loopback=topo.get("loopback", "up"),
-                  setup=setup, capture_points=points, capture_file=cap.get("file"))
+                  setup=setup, capture_points=points, capture_file=cap.get("file"), cluster=cluster)
     sc.steps = _expand(sc, src, d.get("steps", []), ("steps",), depth=0, seen={os.path.abspath(file)})
     return sc
 
@@ -323,7 +338,7 @@ def _known(src: Source, path: Path, ns: str, names: list[str]) -> None:
 
 
 NS_FIELDS = {"exec": ("ns",), "ping": ("from",), "traceroute": ("from",), "listen": ("ns",), "udp": ("from",),
-             "tcp": ("from",), "link": ("ns",)}
+             "tcp": ("from",), "link": ("ns",), "cni": ("node",)}
 
 
 def _expand(sc: Scenario, src: Source, steps: list[Any], base: Path, depth: int, seen: set[str]) -> list[Step]:
@@ -332,19 +347,22 @@ def _expand(sc: Scenario, src: Source, steps: list[Any], base: Path, depth: int,
         path = (*base, i)
         kind = next(k for k in schema.STEPS if k in raw)
         args = raw[kind]
+        if kind in ("pod", "node") and ("create" in args or "join" in args):
+            new = args["create"]["name"] if kind == "pod" else args["join"]
+            sc.dynamic.append(new)  # a namespace from this step on
         if kind == "include":
             out.extend(_include(sc, src, args, (*path, "include"), depth, seen))
             continue
         for f in NS_FIELDS.get(kind, ()):
-            _known(src, (*path, kind, f), args[f], sc.namespaces)
+            _known(src, (*path, kind, f), args[f], sc.known)
         if kind == "expect":
             for key in ("counters", "frame"):
                 if key in args:
-                    _known(src, (*path, kind, key, "at"), args[key]["at"].split("/")[0], sc.namespaces)
+                    _known(src, (*path, kind, key, "at"), args[key]["at"].split("/")[0], sc.known)
             if "table" in args:
-                _known(src, (*path, kind, "table", "ns"), args["table"]["ns"], sc.namespaces)
+                _known(src, (*path, kind, "table", "ns"), args["table"]["ns"], sc.known)
         if kind == "replay":
-            _known(src, (*path, kind, "into"), args["into"].split("/")[0], sc.namespaces)
+            _known(src, (*path, kind, "into"), args["into"].split("/")[0], sc.known)
             from emu.scenario.replay import check_file
 
             full = sc.resolve(args["file"]) if src.file == sc.file else os.path.join(

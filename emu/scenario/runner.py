@@ -94,6 +94,7 @@ class Run:
         self.pure_python = pure_python
         self.capture_all = capture_all
         self.lab: Lab | None = None
+        self.cluster: Any = None  # emu.k8s.cluster.Cluster when the scenario has one
         self.results: list[StepResult] = []
         self.last_pids: list[int] = []
 
@@ -101,8 +102,12 @@ class Run:
     def build(self) -> Lab:
         sc = self.sc
         lab = Lab(seed=self.seed, pure_python=self.pure_python)
+        self.lab = lab
+        if sc.cluster is not None:
+            self._build_cluster(lab, sc.cluster)
         for name in sc.namespaces:
-            lab.netns(name)
+            if name not in lab.namespaces:
+                lab.netns(name)
         for i, nic in enumerate(sc.nics):
             try:
                 lab[nic["ns"]].link_add(nic["dev"], "nic", segment=nic["segment"])
@@ -110,7 +115,8 @@ class Run:
                 raise sc.source.error(("topology", "nics", i), exc.message) from None
         if sc.loopback == "up":
             for name in sc.namespaces:
-                lab[name].link_set("lo", up=True)
+                if name in lab.namespaces:
+                    lab[name].link_set("lo", up=True)
         for path, ns, cmd in sc.setup:
             res = lab[ns].run(cmd)
             if res.rc:
@@ -127,6 +133,22 @@ class Run:
                 lab.capture(ns, dev)
         self.lab = lab
         return lab
+
+    def _build_cluster(self, lab: Lab, c: dict[str, Any]) -> None:
+        """A Kubernetes cluster with Flannel, then its pods (each waited for until it has an IP)."""
+        from emu.k8s.cluster import Cluster, ClusterError
+        from emu.k8s.flannel import FlannelError
+
+        keys = ("network", "underlay", "backend", "subnet_mgr", "ip_masq", "net_conf")
+        try:
+            self.cluster = Cluster(lab, c.get("nodes", 2), **{k: c[k] for k in keys if k in c})
+        except (ClusterError, FlannelError, ValueError) as exc:
+            raise self.sc.source.error(("cluster",), str(exc)) from None
+        for i, pod in enumerate(c.get("pods", [])):
+            try:
+                self.cluster.create_pod(pod["name"], node=pod.get("node"), ports=pod.get("ports"), wait=True)
+            except ClusterError as exc:
+                raise self.sc.source.error(("cluster", "pods", i), str(exc)) from None
 
     @property
     def tables(self) -> str:
@@ -319,6 +341,71 @@ class Run:
         lab.run(0.5)  # let the last frames and their answers cross the lab
         self.last_pids = pids
         return StepResult(st, True, f"replayed {len(frames)} frames {direction} {a['into']}", pids=pids)
+
+    def _need_cluster(self, st: Step) -> Any:
+        if self.cluster is None:
+            raise st.error("this step needs a `cluster:` section")
+        return self.cluster
+
+    def _do_kubectl(self, st: Step, a: dict[str, Any]) -> StepResult:
+        node = next(iter(self._need_cluster(st).nodes))  # kubectl runs the same on every node
+        return self._do_exec(st, {"ns": node, "cmd": f"kubectl {a['cmd']}", "expect": a.get("expect", {})})
+
+    def _do_pod(self, st: Step, a: dict[str, Any]) -> StepResult:
+        from emu.k8s.cluster import ClusterError
+
+        cluster = self._need_cluster(st)
+        try:
+            if "create" in a:
+                p = a["create"]
+                pod = cluster.create_pod(p["name"], node=p.get("node"), ports=p.get("ports"), wait=True)
+                return StepResult(st, True, f"pod {p['name']} on {pod.spec.node_name}: {pod.status.pod_ip}")
+            cluster.delete_pod(a["delete"])
+            return StepResult(st, True, f"pod {a['delete']} deleted")
+        except ClusterError as exc:
+            raise st.error(str(exc)) from None
+
+    def _do_node(self, st: Step, a: dict[str, Any]) -> StepResult:
+        from emu.k8s.cluster import ClusterError
+
+        cluster = self._need_cluster(st)
+        try:
+            if "join" in a:
+                cluster.add_node(a["join"])
+                return StepResult(st, True, f"node {a['join']} joined")
+            cluster.remove_node(a["leave"])
+            return StepResult(st, True, f"node {a['leave']} left")
+        except ClusterError as exc:
+            raise st.error(str(exc)) from None
+
+    def _do_cni(self, st: Step, a: dict[str, Any]) -> StepResult:
+        """One CNI call by hand (what a container runtime does), its result JSON as the output."""
+        import json
+
+        from emu.cni import CniError, Runtime
+
+        lab = self.lab
+        assert lab is not None
+        rt = Runtime(lab, lab[a["node"]])
+        sandbox = lab.netns(a["netns"])
+        call = {"ADD": rt.add, "DEL": rt.delete, "CHECK": rt.check}[a["command"]]
+        try:
+            res = call(a["config"], a["container"], sandbox, ifname=a.get("ifname", "eth0"))
+            rc, text = 0, json.dumps(res, indent=4) + "\n" if res else ""
+        except CniError as exc:
+            rc, text = 1, json.dumps(exc.to_json(), indent=4) + "\n"
+        r = StepResult(st, True, f"CNI {a['command']} {a['container']} in {a['netns']} on {a['node']} (exit {rc})",
+                       text)
+        exp = a.get("expect", {})
+        if "rc" in exp and rc != exp["rc"]:
+            r.failures.append(f"expected exit code {exp['rc']}, got {rc}")
+        if "stdout" in exp:
+            miss = _lines_match(text, exp["stdout"])
+            if miss:
+                r.failures.append(f"stdout: {miss}")
+        r.failures += [f"expected output to contain {s!r}" for s in exp.get("contains", []) if s not in text]
+        r.failures += [f"expected output not to contain {s!r}" for s in exp.get("not_contains", []) if s in text]
+        return r
 
     def _do_expect(self, st: Step, a: dict[str, Any]) -> StepResult:
         lab = self.lab

@@ -28,6 +28,7 @@ OUTPUT_EXPECT = obj({
     "not_contains": TEXT_LINES,
     "stderr": TEXT_LINES,
 })
+POD = obj({"name": NS, "node": NS, "ports": {"type": "array", "items": PORT}}, ["name"])
 OUTCOME = {"oneOf": [{"const": "delivered"}, obj({"dropped": {"enum": DROP_REASONS}}, ["dropped"])]}
 
 STEPS: dict[str, dict[str, Any]] = {
@@ -73,6 +74,14 @@ STEPS: dict[str, dict[str, Any]] = {
         "outcome": OUTCOME,
     }),
     "include": {"type": "string", "minLength": 1},
+    "kubectl": obj({"cmd": COMMAND, "expect": OUTPUT_EXPECT}, ["cmd"]),
+    "pod": {"oneOf": [obj({"create": POD}, ["create"]),
+                      obj({"delete": NS}, ["delete"])]},
+    "node": {"oneOf": [obj({"join": NS}, ["join"]), obj({"leave": NS}, ["leave"])]},
+    "cni": obj({"node": NS, "command": {"enum": ["ADD", "DEL", "CHECK"]}, "container": {"type": "string",
+                "minLength": 1}, "netns": NS, "ifname": {"type": "string", "minLength": 1},
+                "config": {"type": "object"}, "expect": OUTPUT_EXPECT},
+               ["node", "command", "container", "netns", "config"]),
 }
 
 STEP = {
@@ -100,12 +109,20 @@ SCENARIO: dict[str, Any] = {
                 "propertyNames": NS,
                 "additionalProperties": {"oneOf": [COMMAND, {"type": "array", "items": COMMAND, "minItems": 1}]},
             }},
-        }, ["namespaces"]),
+        }),
+        "cluster": obj({
+            "nodes": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 500},
+                                {"type": "array", "items": NS, "minItems": 1, "uniqueItems": True}]},
+            "network": {"type": "string"}, "underlay": {"type": "string"},
+            "backend": {"enum": ["vxlan", "host-gw"]}, "subnet_mgr": {"enum": ["kube", "etcd"]},
+            "ip_masq": {"type": "boolean"}, "net_conf": {"type": "string"},
+            "pods": {"type": "array", "items": POD},
+        }),
         "capture": obj({"points": {"oneOf": [{"const": "all"}, {"type": "array", "items": POINT, "minItems": 1}]},
                         "file": {"type": "string", "minLength": 1}}),
         "steps": {"type": "array", "items": STEP},
     },
-    "required": ["topology"],
+    "anyOf": [{"required": ["topology"]}, {"required": ["cluster"]}],
     "additionalProperties": False,
 }
 
