@@ -26,3 +26,21 @@ def test_list_views_equal_the_kernel(real_netns, rules: str) -> None:  # noqa: F
     for view in VIEWS:
         e = ns.run(view)
         assert (e.rc, e.stdout, e.stderr) == real.run(view), view
+
+
+@pytest.mark.linux
+def test_ip_d_link_of_flannel_devices_equals_the_kernel(real_netns) -> None:  # noqa: F811
+    """`ip -d link show flannel.1`, and of a veth, as the real iproute2 prints them (MACs aside)."""
+    import re
+
+    lines = ["ip link add veth-a type veth peer name veth-b", "ip link set veth-a up", "ip link set veth-b up",
+             "ip addr add 10.0.0.1/24 dev veth-a",
+             "ip link add flannel.1 type vxlan id 1 local 10.0.0.1 dev veth-a dstport 8472 nolearning"]
+    real = real_netns("vx")
+    ns = Lab(seed=1).netns("node")
+    for line in lines:
+        assert real.run(line)[0] == 0 and ns.run(line).rc == 0, line
+    mac = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
+    for view in ("ip -d link show flannel.1", "ip -d link show veth-a"):
+        k, e = real.run(view), ns.run(view)
+        assert mac.sub("MAC", e.stdout) == mac.sub("MAC", k[1]) and e.rc == k[0], view

@@ -18,7 +18,7 @@ that does not exist yet fail.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import re
 import socket
 import struct
@@ -354,6 +354,8 @@ def parse_host(text: str) -> int:
 
 def parse_addresses(text: str) -> list[tuple[int, int]]:
     """xtables_ipparse_multiple: `A[/M][,B[/M]...]` to (address & mask, mask) pairs, in order."""
+    if text == "0.0.0.0/0":
+        return [(0, 0)]
     out = []
     for item in text.split(","):
         item = item.lstrip(_SPACE)[:255].rstrip(_SPACE)
@@ -1299,7 +1301,7 @@ def _show_mark_target(o: dict[str, Any], numeric: bool) -> str:
 
 LOG_LEVELS = {"alert": 1, "crit": 2, "debug": 7, "emerg": 0, "error": 3, "info": 6, "notice": 5, "panic": 0,
               "warning": 4}
-LOG_LEVEL_NAMES = ["emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"]
+LOG_LEVEL_NAMES = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug"]
 LOG_FLAGS = [("log-tcp-sequence", 0x01, "tcp-sequence"), ("log-tcp-options", 0x02, "tcp-options"),
              ("log-ip-options", 0x04, "ip-options"), ("log-uid", 0x08, "uid"), ("log-macdecode", 0x20, "macdecode")]
 
@@ -1497,6 +1499,15 @@ class Table:
         self.present = present
         self.chains: dict[str, Chain] = {c: Chain(c, "ACCEPT", present=present) for c in BUILTIN[name]}
 
+    def clone(self) -> Table:
+        """A copy to change in a transaction: new chains and rule lists, the rules themselves shared
+        (a transaction replaces a rule rather than changing it, so the original stays intact)."""
+        other = Table.__new__(Table)
+        other.name, other.present = self.name, self.present
+        other.chains = {name: Chain(c.name, c.policy, list(c.rules), c.pkts, c.bytes, c.present)
+                        for name, c in self.chains.items()}
+        return other
+
     def ordered(self) -> list[Chain]:
         """Built-in chains in kernel order, then user chains by name (iptables-save's order)."""
         builtin = [self.chains[c] for c in BUILTIN[self.name]]
@@ -1673,6 +1684,8 @@ class Parsed:
 
     def longopts(self) -> list[tuple[str, int, Any]]:
         """The base options, then the options of the extensions, the latest loaded first."""
+        if not self.loaded:
+            return LONG_OPTS
         out = list(LONG_OPTS)
         for inst in reversed(self.loaded):
             out += [(name, int(o.arg), (id(inst), o.key)) for o in inst.ext.opts for name in o.names]
@@ -1790,32 +1803,20 @@ def _load_proto(p: Parsed) -> bool:
 
 
 def _parse_base(p: Parsed, key: str, arg: str | None, invert: bool) -> bool:
-    """One base option of do_parse; True when the line is to be ignored (-6 in iptables-restore)."""
+    """One base option of do_parse; True when iptables-restore is to skip the line (-6)."""
+    if key in "ACIRDEPNLSFZX":
+        _parse_command_letter(p, key, arg, invert)
+    elif key in "psdjgiofnx0vm":
+        _parse_rule_option(p, key, arg, invert)
+    else:
+        return _parse_other(p, key, arg, invert)
+    return False
+
+
+def _parse_command_letter(p: Parsed, key: str, arg: str | None, invert: bool) -> None:
+    """-A -C -I -R -D -E -P -N take a chain (and more words); -L -S -F -Z -X an optional one."""
     g = p.getopt
-    if key in "ACIRDEPN":
-        if key == "N":
-            parse_chain_name(arg or "")
-        p.add_command(key, 0, invert)
-        p.chain = arg
-        if key == "D" and g.has_arg():
-            p.rulenum = rulenumber(g.take())
-            p.command = CMD_BITS["DN"]
-        elif key in "RI":
-            if g.has_arg():
-                p.rulenum = rulenumber(g.take())
-            elif key == "R":
-                raise Problem("-R requires a rule number")
-            else:
-                p.rulenum = 1
-        elif key == "E":
-            if not g.has_arg():
-                raise Problem("-E requires old-chain-name and new-chain-name")
-            p.newname = g.take()
-        elif key == "P":
-            if not g.has_arg():
-                raise Problem("-P requires a chain and a policy")
-            p.policy = g.take()
-    elif key in "LSFZX":
+    if key in "LSFZX":
         others = {"L": CMD_BITS["Z"] | CMD_BITS["ZN"], "S": CMD_BITS["Z"] | CMD_BITS["ZN"],
                   "Z": CMD_BITS["L"] | CMD_BITS["S"]}.get(key, 0)
         p.add_command(key, others, invert)
@@ -1827,11 +1828,34 @@ def _parse_base(p: Parsed, key: str, arg: str | None, invert: bool) -> bool:
             p.rulenum = rulenumber(g.take())
             if key == "Z":
                 p.command = CMD_BITS["ZN"]
-    elif key == "h":
-        raise Done(HELP)
-    elif key == "V":
-        raise Done("Not 1.8.9 ;-)\n" if invert else f"{VERSION}\n")
-    elif key == "p":
+        return
+    if key == "N":
+        parse_chain_name(arg or "")
+    p.add_command(key, 0, invert)
+    p.chain = arg
+    if key == "D" and g.has_arg():
+        p.rulenum = rulenumber(g.take())
+        p.command = CMD_BITS["DN"]
+    elif key in "RI":
+        if g.has_arg():
+            p.rulenum = rulenumber(g.take())
+        elif key == "R":
+            raise Problem("-R requires a rule number")
+        else:
+            p.rulenum = 1
+    elif key == "E":
+        if not g.has_arg():
+            raise Problem("-E requires old-chain-name and new-chain-name")
+        p.newname = g.take()
+    elif key == "P":
+        if not g.has_arg():
+            raise Problem("-P requires a chain and a policy")
+        p.policy = g.take()
+
+
+def _parse_rule_option(p: Parsed, key: str, arg: str | None, invert: bool) -> None:
+    """-p -s -d -j -g -i -o -f, the listing flags -n -x --line-numbers -v, and -m."""
+    if key == "p":
         p.set_option("p", invert)
         p.protocol = (arg or "").lower()
         p.proto, p.proto_neg = parse_protocol(p.protocol), invert
@@ -1851,8 +1875,6 @@ def _parse_base(p: Parsed, key: str, arg: str | None, invert: bool) -> bool:
             raise Problem("Empty interface is likely to be undesired")
         p.set_option(key, invert)
         setattr(p, f"{key}if", parse_interface(arg, p.warnings))
-    elif key in "fnx0":
-        p.set_option(key, invert)
     elif key == "v":
         if not p.verbose:
             p.set_option("v", invert)
@@ -1863,7 +1885,13 @@ def _parse_base(p: Parsed, key: str, arg: str | None, invert: bool) -> bool:
         if arg not in MATCHES:
             raise Problem(f"Couldn't load match `{arg}':No such file or directory\n")
         p.matches.append(p.load(MATCHES[arg]))
-    elif key == "t":
+    else:
+        p.set_option(key, invert)
+
+
+def _parse_other(p: Parsed, key: str, arg: str | None, invert: bool) -> bool:
+    """-t, -w/-W, -c, -h, -V and -4/-6 (-M is accepted and ignored)."""
+    if key == "t":
         if invert:
             raise Problem("unexpected ! flag before --table")
         if p.restore and p.table_set:
@@ -1873,6 +1901,10 @@ def _parse_base(p: Parsed, key: str, arg: str | None, invert: bool) -> bool:
         _parse_wait(p, key, arg)
     elif key == "c":
         _parse_counters(p, arg or "", invert)
+    elif key == "h":
+        raise Done(HELP)
+    elif key == "V":
+        raise Done(f"Not {RELEASE[1:]} ;-)\n" if invert else f"{VERSION}\n")
     elif key == "6":
         if p.restore:
             p.ignore = True
@@ -1971,12 +2003,13 @@ def build_rules(p: Parsed) -> list[Rule]:
     matches = _store_matches(p)
     target = None
     if p.jumpto:
-        target = Target(p.jumpto, copy.deepcopy(p.target.opts) if p.target else {}, goto=p.goto)
+        target = Target(p.jumpto, dict(p.target.opts) if p.target else {}, goto=p.goto)
     out = []
     for saddr, smask in p.saddrs:
         for daddr, dmask in p.daddrs:
-            rule = Rule(proto=p.proto or None, proto_neg=p.proto_neg, matches=copy.deepcopy(matches),
-                        target=copy.deepcopy(target))
+            rule = Rule(proto=p.proto or None, proto_neg=p.proto_neg,
+                        matches=[Match(m.name, dict(m.opts)) for m in matches],
+                        target=dataclasses.replace(target, opts=dict(target.opts)) if target else None)
             if p.has("f"):
                 rule.frag = "f" not in p.inv
             _set_addr(rule, "src", saddr, smask, "s" in p.inv)
@@ -2009,7 +2042,7 @@ def _store_matches(p: Parsed) -> list[Match]:
     for inst in p.matches:
         name, o = inst.ext.name, inst.opts
         if name not in ("tcp", "udp") or l4_compat(name, o):
-            out.append(Match(name, copy.deepcopy(o)))
+            out.append(Match(name, dict(o)))
             continue
         if p.proto != (6 if name == "tcp" else 17):
             raise Problem(f"{name.upper()} match requires '-p {name}'")
@@ -2184,14 +2217,13 @@ class Batch:
             if self.verbose:
                 self.out.append(f"Zeroing chain `{c.name}'\n")
             c.pkts = c.bytes = 0
-            for r in c.rules:
-                r.pkts = r.bytes = 0
+            c.rules = [dataclasses.replace(r, pkts=0, bytes=0) for r in c.rules]
 
     def zero_num(self, chain: str, num: int, line: int | None = None) -> None:
         c = self._chain(chain, line, builtin_ok=False, msg="Incompatible with this kernel")
         assert c is not None
         if num <= len(c.rules):
-            c.rules[num - 1].pkts = c.rules[num - 1].bytes = 0
+            c.rules[num - 1] = dataclasses.replace(c.rules[num - 1], pkts=0, bytes=0)
 
     def new_chain(self, name: str, line: int | None = None) -> None:
         if name in self.known or name in BUILTIN[self.t.name]:
@@ -2235,9 +2267,9 @@ class Batch:
         c.name = new
         self.t.chains = chains
         for ch in chains.values():
-            for r in ch.rules:
-                if r.target is not None and r.target.name == old and r.target.name not in TARGETS:
-                    r.target.name = new
+            ch.rules = [dataclasses.replace(r, target=dataclasses.replace(r.target, name=new))
+                        if r.target is not None and r.target.name == old and old not in TARGETS else r
+                        for r in ch.rules]
         self.renamed[old] = new
         self._callers = None
 
@@ -2574,7 +2606,7 @@ class Tables:
     def _transaction(self, t: Table, p: Parsed, out: list[str]) -> None:
         """The command as one nf_tables batch on a copy of the table, committed when it all went well."""
         rules = build_rules(p) if p.command & RULE_CMDS else []
-        work = copy.deepcopy(t)
+        work = t.clone()
         batch = Batch(work, verbose=bool(p.verbose), out=out)
         run_command(batch, p, rules, None)
         batch.finish()
@@ -2896,7 +2928,7 @@ class _Restore:
         """COMMIT: the block's commands as one batch; the table is replaced when it all went well."""
         assert self.current is not None
         name = self.current
-        work = copy.deepcopy(self.tables.tables[name])
+        work = self.tables.tables[name].clone()
         batch = Batch(work, prog="iptables-restore", verbose=self.verbose and not self.noflush, out=self.out)
         for _n, op in self.ops:
             op(batch)

@@ -209,9 +209,10 @@ class Namespace:
             pname = peer or f"veth{len(pns.links)}"
             if pname in pns.links or (pns is self and pname == ifname):
                 raise self._err(errors.exists(), op)
+            # veth_newlink registers the peer first: it gets the lower ifindex.
+            peer_index = pns._alloc_ifindex()
             a = Veth(ns=self, ifname=ifname, ifindex=self._alloc_ifindex(), mac=link_mac, mtu=mtu or default_mtu)
-            b = Veth(ns=pns, ifname=pname, ifindex=pns._alloc_ifindex(), mac=self.lab.random_mac(),
-                     mtu=mtu or default_mtu)
+            b = Veth(ns=pns, ifname=pname, ifindex=peer_index, mac=self.lab.random_mac(), mtu=mtu or default_mtu)
             a.peer, b.peer = b, a
             if txqlen is not None:
                 a.txqlen = b.txqlen = txqlen

@@ -110,7 +110,7 @@ class Shell:
 
     # --- ip ------------------------------------------------------------------------
     def ip(self, args: list[str]) -> Result:
-        as_json = stats = False
+        as_json = stats = details = False
         ns = self.ns
         while args and args[0].startswith("-"):
             opt = args.pop(0)
@@ -118,7 +118,9 @@ class Shell:
                 as_json = True
             elif opt in ("-s", "-stats", "-statistics"):
                 stats = True
-            elif opt in ("-4", "-d", "-details", "-p", "-pretty"):
+            elif opt in ("-d", "-details"):
+                details = True
+            elif opt in ("-4", "-p", "-pretty"):
                 continue
             elif opt in ("-n", "-netns"):
                 if not args:
@@ -134,7 +136,7 @@ class Shell:
         rest = args[1:]
         sub = Shell(ns) if ns is not self.ns else self
         if obj == "link":
-            return sub._ip_link(rest, as_json, stats)
+            return sub._ip_link(rest, as_json, stats, details)
         if obj == "address":
             return sub._ip_addr(rest, as_json)
         if obj == "route":
@@ -143,12 +145,12 @@ class Shell:
             return sub._ip_netns(rest)
         return sub._ip_neigh(rest, as_json)
 
-    def _ip_link(self, args: list[str], as_json: bool, stats: bool = False) -> Result:
+    def _ip_link(self, args: list[str], as_json: bool, stats: bool = False, details: bool = False) -> Result:
         cmd = args[0] if args else "show"
         a = args[1:]
         if _match(cmd, ("show", "list")) or cmd == "lst":
             dev = self._dev_arg(a)
-            return Result(0, show.ip_link(self.ns, dev, as_json=as_json, stats=stats))
+            return Result(0, show.ip_link(self.ns, dev, as_json=as_json, stats=stats, details=details))
         if cmd == "add":
             return self._link_add(a)
         if _match(cmd, ("delete",)):

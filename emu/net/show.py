@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -127,13 +128,40 @@ def _stats_text(link: Link) -> str:
             f"    {c.tx_bytes:>10} {c.tx_packets:>7} {0:>6} {c.tx_dropped:>7} {0:>7} {0:>7} \n")
 
 
-def ip_link(ns: Namespace, dev: str | None = None, *, as_json: bool = False, stats: bool = False) -> str:
-    """`ip [-s] [-j] link show [DEV]`; `-s` adds the rx/tx counters."""
+GSO = "gso_max_size 65536 gso_max_segs 65535 tso_max_size 524280 tso_max_segs 65535 gro_max_size 65536 "
+
+
+def _details(link: Link) -> str:
+    """`ip -d link`'s extra lines for a vxlan or veth device (what flannel's users look at)."""
+    head = f" promiscuity {int(link.promisc)}  allmulti 0 minmtu 68 maxmtu 65535 \n"
+    if link.kind == "vxlan":
+        v: Any = link
+        local = f"local {int2ip(v.local)} " if v.local is not None else ""
+        dev = f"dev {v.underlay} " if v.underlay else ""
+        learn = "" if v.learning else "nolearning "
+        return head + (f"    vxlan id {v.vni} {local}{dev}srcport 0 0 dstport {v.dstport} {learn}ttl auto ageing 300 "
+                       "udpcsum noudp6zerocsumtx noudp6zerocsumrx addrgenmode eui64 numtxqueues 1 numrxqueues 1 "
+                       f"{GSO}\n")
+    if link.kind == "veth":
+        cpus = os.cpu_count() or 1  # veths get a queue per possible CPU
+        return head + f"    veth addrgenmode eui64 numtxqueues {cpus} numrxqueues {cpus} {GSO}\n"
+    return head
+
+
+def ip_link(ns: Namespace, dev: str | None = None, *, as_json: bool = False, stats: bool = False,
+            details: bool = False) -> str:
+    """`ip [-s] [-d] [-j] link show [DEV]`; `-s` adds the rx/tx counters, `-d` the device details."""
     links = _select(ns, dev)
     if as_json:
         return dumps([{**link_json(ns, lk, mode=True), **({"stats64": _stats_json(lk)} if stats else {})}
                       for lk in links])
-    return "".join(_link_head(ns, lk, mode=True) + (_stats_text(lk) if stats else "") for lk in links)
+    out = []
+    for lk in links:
+        text = _link_head(ns, lk, mode=True)
+        if details:
+            text = text[:-1] + _details(lk)
+        out.append(text + (_stats_text(lk) if stats else ""))
+    return "".join(out)
 
 
 def _addr_json(link: Link) -> list[dict[str, Any]]:
