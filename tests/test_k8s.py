@@ -446,3 +446,24 @@ def test_a_100_node_3000_pod_cluster_builds_and_pings_across() -> None:
     res = c.pod_ns(a.metadata.name).run(f"ping -c 1 {b.status.pod_ip}")
     assert res.rc == 0 and "ttl=62" in res.stdout, res.stdout
     print(f"\n100 nodes, 3000 pods: built in {elapsed:.1f} s")
+
+
+def test_nodes_on_several_subnets_joined_by_a_router() -> None:
+    """VXLAN crosses an L3 underlay: nodes on two subnets, a router between them."""
+    from emu.k8s.cluster import Cluster
+    from emu.net import Lab
+
+    lab = Lab(seed=9)
+    cluster = Cluster(lab, 2, subnets=["192.168.1.0/24", "192.168.2.0/24"])
+    assert [n.ip for n in cluster.nodes.values()] == ["192.168.1.1", "192.168.2.1"]
+    assert "default via 192.168.1.254 dev eth0" in lab["node1"].run("ip route").stdout
+    a = cluster.create_pod("a", node="node1", wait=True)
+    b = cluster.create_pod("b", node="node2", wait=True)
+    assert a.status.pod_ip and b.status.pod_ip
+    lab.capture("underlay-router", "eth1")
+    out = cluster.pod_ns("a").run(f"ping -c 1 {b.status.pod_ip}").stdout
+    assert "1 received" in out and "ttl=62" in out  # the router is invisible inside the overlay
+    from emu.frames import IP, UDP, Ether
+
+    outer = [Ether(r.frame) for r in lab.records({"underlay-router/eth1"}) if Ether(r.frame).haslayer(UDP)]
+    assert outer and outer[0][UDP].dport == 8472 and outer[0][IP].ttl == 63  # the outer packet was routed

@@ -208,6 +208,7 @@ class Cluster:
         segment: str = "underlay",
         node_prefix: str = "node",
         node_cidr_mask_size: int | None = None,
+        subnets: list[str] | None = None,
         settle: bool = True,
     ) -> None:
         if subnet_mgr not in ("kube", "etcd"):
@@ -225,10 +226,22 @@ class Cluster:
         self.flannel_options = FlannelOptions(ip_masq=ip_masq, iface=iface)
         self.cni = CniAdapter(lab)
         self._node_seq = 0
-        self._hosts_used: set[int] = set()
-        unet, _, uplen = underlay.partition("/")
-        self.underlay_plen = int(uplen or 24)
-        self.underlay_net = network_of(ip2int(unet), self.underlay_plen)
+        # The underlay: one L2 segment, or several subnets (one segment each) joined by a router.
+        self.subnets: list[tuple[int, int]] = []
+        for cidr in subnets or [underlay]:
+            unet, _, uplen = cidr.partition("/")
+            self.subnets.append((network_of(ip2int(unet), int(uplen or 24)), int(uplen or 24)))
+        self._used: list[set[int]] = [set() for _ in self.subnets]
+        self.underlay_net, self.underlay_plen = self.subnets[0]
+        self.router: Namespace | None = None
+        if len(self.subnets) > 1:
+            self.router = lab.netns("underlay-router")
+            self.router.link_set("lo", up=True)
+            self.router.sysctl_set("net.ipv4.ip_forward", "1")
+            for i, (_net, plen) in enumerate(self.subnets):
+                self.router.link_add(f"eth{i}", "nic", segment=self._segment(i), mtu=mtu)
+                self.router.addr_add(f"eth{i}", f"{int2ip(self._gateway(i))}/{plen}")
+                self.router.link_set(f"eth{i}", up=True)
 
         if net_conf is None:
             be: dict[str, Any] = {"Type": backend}
@@ -293,13 +306,28 @@ class Cluster:
         return done()
 
     # --- nodes -------------------------------------------------------------------------------------------
-    def _next_ip(self) -> str:
-        size = 1 << (32 - self.underlay_plen)
+    def _segment(self, i: int) -> str:
+        return self.segment if len(self.subnets) == 1 else f"{self.segment}{i + 1}"
+
+    def _gateway(self, i: int) -> int:
+        """The router's address on subnet i: its last usable host."""
+        net, plen = self.subnets[i]
+        return net + (1 << (32 - plen)) - 2
+
+    def _next_ip(self, i: int = 0) -> str:
+        net, plen = self.subnets[i]
+        size = 1 << (32 - plen)
         for host in range(1, size - 1):
-            if host not in self._hosts_used:
-                self._hosts_used.add(host)
-                return int2ip(self.underlay_net + host)
-        raise ClusterError(f"underlay {int2ip(self.underlay_net)}/{self.underlay_plen} is full")
+            if host not in self._used[i] and (self.router is None or net + host != self._gateway(i)):
+                self._used[i].add(host)
+                return int2ip(net + host)
+        raise ClusterError(f"underlay {int2ip(net)}/{plen} is full")
+
+    def _subnet_of(self, ip: str) -> int:
+        for i, (net, plen) in enumerate(self.subnets):
+            if network_of(ip2int(ip), plen) == net:
+                return i
+        raise ClusterError(f"node address {ip} is in none of the underlay subnets")
 
     def add_node(self, name: str | None = None, *, ip: str | None = None, segment: str | None = None,
                  labels: dict[str, str] | None = None, settle: bool = True) -> ClusterNode:
@@ -316,15 +344,18 @@ class Cluster:
         if name in self.lab.namespaces:
             raise ClusterError(f"node {name}: a namespace of that name already exists in the lab")
         if ip is None:
-            ip = self._next_ip()
+            idx = len(self.nodes) % len(self.subnets)  # round robin over the subnets
+            ip = self._next_ip(idx)
         else:
-            host = ip2int(ip) - self.underlay_net
-            self._hosts_used.add(host)
+            idx = self._subnet_of(ip)
+            self._used[idx].add(ip2int(ip) - self.subnets[idx][0])
         ns = self.lab.netns(name)
         ns.link_set("lo", up=True)
-        ns.link_add("eth0", "nic", segment=segment or self.segment, mtu=self.mtu)
-        ns.addr_add("eth0", f"{ip}/{self.underlay_plen}")
+        ns.link_add("eth0", "nic", segment=segment or self._segment(idx), mtu=self.mtu)
+        ns.addr_add("eth0", f"{ip}/{self.subnets[idx][1]}")
         ns.link_set("eth0", up=True)
+        if self.router is not None:
+            ns.route_add("default", via=int2ip(self._gateway(idx)))
         ns.sysctl_set("net.ipv4.ip_forward", "1")
         kubelet = Kubelet(lab=self.lab, store=self.store, ns=ns, node_name=name, cni=self.cni,
                           programs=self.programs, node_ip=ip, labels=labels)
@@ -353,8 +384,8 @@ class Cluster:
         except ApiError:
             pass
         delete_netns(self.lab, name)
-        host = ip2int(node.ip) - self.underlay_net
-        self._hosts_used.discard(host)
+        idx = self._subnet_of(node.ip)
+        self._used[idx].discard(ip2int(node.ip) - self.subnets[idx][0])
         del self.nodes[name]
         if settle:
             self.settle()

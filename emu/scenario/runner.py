@@ -139,7 +139,7 @@ class Run:
         from emu.k8s.cluster import Cluster, ClusterError
         from emu.k8s.flannel import FlannelError
 
-        keys = ("network", "underlay", "backend", "subnet_mgr", "ip_masq", "net_conf")
+        keys = ("network", "underlay", "subnets", "backend", "subnet_mgr", "ip_masq", "net_conf")
         try:
             self.cluster = Cluster(lab, c.get("nodes", 2), **{k: c[k] for k in keys if k in c})
         except (ClusterError, FlannelError, ValueError) as exc:

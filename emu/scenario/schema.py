@@ -114,6 +114,7 @@ SCENARIO: dict[str, Any] = {
             "nodes": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 500},
                                 {"type": "array", "items": NS, "minItems": 1, "uniqueItems": True}]},
             "network": {"type": "string"}, "underlay": {"type": "string"},
+            "subnets": {"type": "array", "items": {"type": "string"}, "minItems": 2},
             "backend": {"enum": ["vxlan", "host-gw"]}, "subnet_mgr": {"enum": ["kube", "etcd"]},
             "ip_masq": {"type": "boolean"}, "net_conf": {"type": "string"},
             "pods": {"type": "array", "items": POD},
