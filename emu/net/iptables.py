@@ -2479,36 +2479,42 @@ def column_header(*, counts: bool, exact: bool, via: bool, linenumbers: bool) ->
 
 
 # --- iptables-restore's line handling -----------------------------------------------------------------------
-def _strtok(text: str, delims: str) -> tuple[str | None, str]:
-    """C strtok: the next token and what follows its delimiter."""
-    i = 0
+def _strtok(text: str, delims: str, start: int = 0) -> tuple[int, int] | None:
+    """C strtok from `start`: the token's (begin, end) in `text` (end is where the NUL goes)."""
+    i = start
     while i < len(text) and text[i] in delims:
         i += 1
-    if i == len(text):
-        return None, ""
+    if i >= len(text):
+        return None
     j = i
     while j < len(text) and text[j] not in delims:
         j += 1
-    return text[i:j], text[j + 1:]
+    return i, j
+
+
+def _token(text: str, delims: str) -> tuple[str | None, str]:
+    """The first token of `text` and what follows its delimiter."""
+    found = _strtok(text, delims)
+    return (None, "") if found is None else (text[found[0]:found[1]], text[found[1] + 1:])
 
 
 def split_counters(line: str, lineno: int) -> tuple[tuple[str, str] | None, str]:
-    """tokenize_rule_counters: a leading `[P:B]`; the text after the first `]` is the command."""
+    """tokenize_rule_counters: a leading `[P:B]`; the command starts after the first `]` and ends
+    at the first NUL strtok wrote past it."""
     if not line.startswith("["):
         return None, line
     if "]" not in line:
         raise Problem(f"Bad line {lineno}: need ]")
     end = line.index("]")
-    pcnt, rest = _strtok(line[1:], ":")
-    if pcnt is None:
+    first = _strtok(line, ":", 1)
+    if first is None:
         raise Problem(f"Bad line {lineno}: need :")
-    bcnt, _ = _strtok(rest, "]")
-    if bcnt is None:
+    second = _strtok(line, "]", first[1] + 1)
+    if second is None:
         raise Problem(f"Bad line {lineno}: need ]")
-    command = line[end + 1:]
-    if len(pcnt) + 1 > end:  # strtok cut the command where the ':' was
-        command = ""
-    return (pcnt, bcnt), command
+    cuts = [pos for pos in (first[1], second[1]) if end < pos < len(line)]
+    command = line[end + 1:min(cuts)] if cuts else line[end + 1:]
+    return (line[first[0]:first[1]], line[second[0]:second[1]]), command
 
 
 def split_words(line: str) -> list[str]:
@@ -2544,7 +2550,11 @@ def split_words(line: str) -> list[str]:
 
 # --- the tables of one namespace --------------------------------------------------------------------------------
 class Tables:
-    """The tables of a namespace and the iptables, iptables-save and iptables-restore commands."""
+    """The tables of a namespace and the iptables, iptables-save and iptables-restore commands.
+
+    `run_iptables`, `run_save` and `run_restore` take the whole argument list and return (exit
+    code, stdout, stderr) exactly as the real tools; `iptables`, `save` and `restore` are the older
+    entry points (stdout, or IptError)."""
 
     def __init__(self) -> None:
         self.tables = {name: Table(name, present=False) for name in TABLE_ORDER}
@@ -2864,7 +2874,7 @@ class _Restore:
         if self.in_table and line.startswith("COMMIT") and line[6:] in ("", "\n"):
             self.commit()
         elif line.startswith("*") and not self.in_table:
-            name, _ = _strtok(line[1:], " \t\n")
+            name, _ = _token(line[1:], " \t\n")
             if name is None:
                 raise Problem(f"iptables-restore: line {self.lineno} table name invalid")
             if name not in BUILTIN:
@@ -2888,21 +2898,21 @@ class _Restore:
 
     def chain_line(self, line: str) -> None:
         n = self.lineno
-        chain, rest = _strtok(line[1:], " \t\n")
+        chain, rest = _token(line[1:], " \t\n")
         if chain is None:
             raise Problem(f"iptables-restore: line {n} chain name invalid")
         if len(chain) >= NAME_MAX:
             raise Problem(f"chain name `{chain}' too long (must be under {NAME_MAX} chars)")
         if chain in VERDICTS:
             raise Problem("chain name may not clash with target name")
-        policy, rest = _strtok(rest, " \t\n")
+        policy, rest = _token(rest, " \t\n")
         if policy is None:
             raise Problem(f"iptables-restore: line {n} policy invalid")
         assert self.current is not None
         if chain in BUILTIN[self.current]:
             counts = (0, 0)
             if self.counters:
-                ctrs, _ = _strtok(rest, " \t\n")
+                ctrs, _ = _token(rest, " \t\n")
                 m = re.match(r"\[[ \t\n\v\f\r]*([+-]?[0-9]+):[ \t\n\v\f\r]*([+-]?[0-9]+)\]", ctrs or "")
                 if m is None:
                     raise Problem(f"invalid policy counters for chain '{chain}'")

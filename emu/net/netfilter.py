@@ -242,7 +242,7 @@ class Netfilter:
                     return False
                 new_ip = addr
             else:
-                new_ip = o["addr"][0]
+                new_ip = o["addr"][0] if o["addr"][0] is not None else c.orig[1]  # `--to-destination :PORT`
             port = o["ports"][0] if "ports" in o else rsp
             c.reply = (new_ip, rd, proto, port if proto in (6, 17) else rsp, rdp)
             c.status |= DST_NAT
@@ -260,7 +260,7 @@ class Netfilter:
                 self.ns.drop(None, ctx.pid, Drop.FILTERED, "MASQUERADE: no address on the output device")
                 return False
         else:
-            new_ip = o["addr"][0]
+            new_ip = o["addr"][0] if o["addr"][0] is not None else c.orig[0]  # `--to-source :PORTS`
         lo, hi = o.get("ports", (None, None))
         # The port SNAT may change: the reply's destination port, or for ICMP the echo id.
         want = rsp if proto == 1 else rdp
@@ -459,7 +459,7 @@ class Netfilter:
             if proto != 1:
                 return False
             if t == "any":
-                return True
+                return not o["neg"]
             hit = ctx.info.icmp_type == t and (c is None or ctx.info.icmp_code == c)
             return hit != o["neg"]
         if name == "comment":
@@ -498,6 +498,16 @@ class Netfilter:
             return True
         if name == "recent":
             return self._recent(o, ctx)
+        if name == "limit":
+            # xt_limit's token bucket, in nanoseconds of the virtual clock.
+            now = round(self.ns.lab.clock.now * 1_000_000_000)
+            tokens = o["tokens_max"] if o["last"] is None else min(o["tokens"] + now - o["last"], o["tokens_max"])
+            o["last"] = now
+            if tokens >= o["cost"]:
+                o["tokens"] = tokens - o["cost"]
+                return True
+            o["tokens"] = tokens
+            return False
         if name == "multiport":
             if proto not in (6, 17):
                 return False

@@ -729,75 +729,27 @@ class Shell:
     # --- netfilter ---------------------------------------------------------------------------
     def iptables(self, args: list[str]) -> Result:
         """`iptables [-t TABLE] -A|-I|-D|-C|-R|-N|-X|-F|-Z|-P|-L|-S ...`."""
-        from emu.net.iptables import IptError
-
         nf = self.ns.netfilter
-        try:
-            out = nf.rules.iptables(args)
-        except IptError as exc:
-            return Result(exc.rc, "", exc.message + "\n")
-        nf.changed()
-        return Result(0, out)
+        rc, out, err = nf.rules.run_iptables(args)
+        if rc == 0:
+            nf.changed()
+        return Result(rc, out, err)
 
     def iptables_save(self, args: list[str]) -> Result:
         """`iptables-save [-t TABLE] [-c]`, stamped with the virtual clock's date."""
         import time
 
-        from emu.net.iptables import IptError
         from emu.net.lab import EPOCH
 
-        table, counters = None, False
-        i = 0
-        while i < len(args):
-            if args[i] in ("-t", "--table") and i + 1 < len(args):
-                table = args[i + 1]
-                i += 2
-                continue
-            if args[i] in ("-c", "--counters"):
-                counters = True
-            else:
-                return Result(2, "", "Unknown arguments found on commandline\n")
-            i += 1
         when = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(EPOCH + self.ns.lab.clock.now))
-        try:
-            return Result(0, self.ns.netfilter.rules.save(table, counters=counters, when=when))
-        except IptError as exc:
-            return Result(exc.rc, "", exc.message + "\n")
+        return Result(*self.ns.netfilter.rules.run_save(args, when))
 
     def iptables_restore(self, args: list[str]) -> Result:
-        """`iptables-restore [--noflush] [-T TABLE] [FILE]` (FILE from the namespace, else stdin)."""
-        from emu.net.iptables import IptError
-
-        noflush, table, path = False, None, None
-        i = 0
-        while i < len(args):
-            a = args[i]
-            if a in ("-n", "--noflush"):
-                noflush = True
-            elif a in ("-T", "--table") and i + 1 < len(args):
-                table = args[i + 1]
-                i += 1
-            elif a in ("-c", "--counters", "-w", "--wait"):
-                pass
-            elif a.startswith("-"):
-                return Result(2, "", f"iptables-restore v1.8.9 (nf_tables): unknown option \"{a}\"\n")
-            else:
-                path = a
-            i += 1
-        if path is not None:
-            try:
-                text = self.ns.read_file(path)
-            except FileNotFoundError:
-                return Result(1, "", f"Can't open {path}: No such file or directory\n")
-        else:
-            text = self.stdin
+        """`iptables-restore [--noflush] [-T TABLE] [-c] [FILE]` (FILE from the namespace, else stdin)."""
         nf = self.ns.netfilter
-        try:
-            nf.rules.restore(text, noflush=noflush, only=table)
-        except IptError as exc:
-            return Result(exc.rc, "", exc.message + "\n")
-        nf.changed()
-        return Result(0)
+        rc, out, err = nf.rules.run_restore(args, self.stdin, self.ns.read_file)
+        nf.changed()  # also on failure: the tables committed before the error stay
+        return Result(rc, out, err)
 
     def conntrack(self, args: list[str]) -> Result:
         """`conntrack -L [-o extended] [-p PROTO]`, `conntrack -F`, `conntrack -C`."""
