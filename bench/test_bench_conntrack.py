@@ -22,8 +22,6 @@ from __future__ import annotations
 import gc
 import importlib
 import os
-import random
-import struct
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -31,13 +29,12 @@ from types import ModuleType
 
 import pytest
 
-SEED = 20240612
+from emu.bench.tables import build_ct, build_ct_dict, ct_flows, ct_keys, ct_unpack
+
 SIZES = [pytest.param(100_000, id="100k"), pytest.param(1_000_000, id="1M")]
 LIBS = ["emu", "dict"]
 BATCH = 65_536
 LARGE = 500_000  # from this size on, benchmarks run pedantic with few rounds
-REC = struct.Struct("=IIHHB3x")
-Tuple5 = tuple[int, int, int, int, int]
 
 
 def _ours_module() -> ModuleType:
@@ -47,70 +44,6 @@ def _ours_module() -> ModuleType:
         if os.environ.get("EMU_NO_EXTENSIONS") == "1":
             return importlib.import_module("emu._fastpath_py")
         pytest.fail(f"compiled emu._fastpath failed to import ({exc}); build it or set EMU_NO_EXTENSIONS=1")
-
-
-def make_flows(n: int, seed: int = SEED) -> bytes:
-    """n flows as packed (orig, reply) record pairs, 32 bytes each, deterministic for a seed.
-
-    A pod (10.0.0.0/8) talks to a Service VIP (10.96.0.0/20) on 80/443/53/8080; the reply
-    comes from a backend pod (DNAT), and for every other flow to the node's address on a
-    masquerade port (SNAT), so orig and reply differ in more than the swap.
-    """
-    rng = random.Random(seed)
-    out = bytearray()
-    pack = REC.pack
-    for a, b, c, d in struct.iter_unpack("=IIII", rng.randbytes(16 * n)):
-        src = 0x0A000000 | (a & 0xFFFFFF)
-        vip = 0x0A600000 | (b & 0xFFF)
-        proto = 6 if c & 1 else 17
-        sport = 32768 + ((c >> 1) & 0x7FFF)
-        dport = (80, 443, 53, 8080)[(c >> 16) & 3]
-        backend = 0x0A000000 | (d & 0xFFFFFF)
-        if d >> 31:
-            reply = pack(backend, 0xC0A80001 + ((b >> 12) & 0xFF), dport, 1024 + ((c >> 18) & 0x7FFF), proto)
-        else:
-            reply = pack(backend, src, dport, sport, proto)
-        out += pack(src, vip, sport, dport, proto) + reply
-    return bytes(out)
-
-
-def unpack(blob: bytes) -> list[Tuple5]:
-    """Records back to (src, dst, proto, sport, dport) tuples (fresh objects each call)."""
-    return [(s, d, p, sp, dp) for s, d, sp, dp, p in REC.iter_unpack(blob)]
-
-
-def build_ours(mod: ModuleType, tuples: list[Tuple5]) -> object:
-    t = mod.ConntrackTable()
-    create = t.create
-    for i in range(0, len(tuples), 2):
-        create(tuples[i], tuples[i + 1], 1, 0x8, 120.0 + (i & 1023))
-    return t
-
-
-def build_dict(tuples: list[Tuple5]) -> dict[Tuple5, tuple[int, int]]:
-    """The baseline: both tuples of each flow mapped to (id, direction), clashes skipped."""
-    d: dict[Tuple5, tuple[int, int]] = {}
-    for i in range(0, len(tuples), 2):
-        o, r = tuples[i], tuples[i + 1]
-        if o in d or r in d:
-            continue
-        d[o] = (i >> 1, 0)
-        d[r] = (i >> 1, 1)
-    return d
-
-
-def make_keys(tuples: list[Tuple5], present: dict, count: int, seed: int = SEED + 1) -> list[Tuple5]:
-    """count lookup keys: even positions an entry's orig or reply tuple, odd ones absent."""
-    rng = random.Random(seed)
-    keys: list[Tuple5] = []
-    while len(keys) < count:
-        if len(keys) % 2 == 0:
-            keys.append(tuples[rng.randrange(len(tuples))])
-        else:
-            k = (rng.getrandbits(32), rng.getrandbits(32), 6, rng.getrandbits(16), 80)
-            if k not in present:
-                keys.append(k)
-    return keys
 
 
 def best_of(fn: Callable[[], object], rounds: int) -> float:
@@ -151,11 +84,11 @@ class Dataset:
     def __init__(self, size: int) -> None:
         self.size = size
         self.mod = _ours_module()
-        self.blob = make_flows(size)
-        self.tuples = unpack(self.blob)
-        self.ours = build_ours(self.mod, self.tuples)
-        self.dict = build_dict(self.tuples)
-        self.keys = make_keys(self.tuples, self.dict, BATCH)
+        self.blob = ct_flows(size)
+        self.tuples = ct_unpack(self.blob)
+        self.ours = build_ct(self.mod, self.tuples)
+        self.dict = build_ct_dict(self.tuples)
+        self.keys = ct_keys(self.tuples, self.dict, BATCH)
         self.packed = self.mod.pack_tuples(self.keys)
 
 
@@ -236,10 +169,10 @@ def test_build(benchmark, data: Dataset, lib: str) -> None:  # noqa: ANN001
     mod = data.mod
 
     def baseline() -> object:
-        return build_dict(tuples)
+        return build_ct_dict(tuples)
 
     def ours() -> object:
-        return build_ours(mod, tuples)
+        return build_ct(mod, tuples)
 
     benchmark.group = f"conntrack-{data.size}-build"
     benchmark.extra_info.update(lib=lib, entries=data.size, impl=mod.__name__)
@@ -259,7 +192,7 @@ def dict_traced_bytes(blob: bytes) -> int:
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        d = build_dict(unpack(blob))  # the temporary list is freed before the measurement
+        d = build_ct_dict(ct_unpack(blob))  # the temporary list is freed before the measurement
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()

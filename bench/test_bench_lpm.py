@@ -14,29 +14,20 @@ the memory figures:  PYTHONPATH=. python bench/test_bench_lpm.py 500000
 from __future__ import annotations
 
 import functools
-import gc
 import importlib
 import json
 import os
-import random
-import subprocess
 import sys
-from array import array
-from pathlib import Path
 from types import ModuleType
 
 import pytest
-import pytricia
 
-SEED = 20240611
+from emu.bench.tables import build_lpm, build_pytricia, lpm_keys, lpm_memory, lpm_memory_report, lpm_prefixes
+
 SIZES = [pytest.param(10_000, id="10k"), pytest.param(500_000, id="500k")]
 LIBS = ["emu", "pytricia"]
 SCALAR_KEYS = 10_000
 LARGE = 100_000  # from this size on, benchmarks run pedantic with few rounds
-
-# prefix-length mix loosely modelled on an Internet table: mostly /24, some host routes
-_PLEN_WEIGHTS = {8: 1, 12: 1, 14: 1, 16: 6, 18: 3, 19: 4, 20: 6, 21: 6, 22: 12, 23: 9, 24: 40,
-                 25: 1, 26: 1, 27: 1, 28: 1, 29: 2, 30: 2, 32: 3}
 
 
 def _ours_module() -> ModuleType:
@@ -46,85 +37,6 @@ def _ours_module() -> ModuleType:
         if os.environ.get("EMU_NO_EXTENSIONS") == "1":
             return importlib.import_module("emu._fastpath_py")
         pytest.fail(f"compiled emu._fastpath failed to import ({exc}); build it or set EMU_NO_EXTENSIONS=1")
-
-
-def make_prefixes(n: int, seed: int = SEED) -> list[tuple[int, int]]:
-    """n distinct random (prefix, plen) pairs, deterministic for a seed."""
-    rng = random.Random(seed)
-    plens = list(_PLEN_WEIGHTS)
-    weights = list(_PLEN_WEIGHTS.values())
-    seen: dict[tuple[int, int], None] = {}
-    while len(seen) < n:
-        for plen in rng.choices(plens, weights, k=n - len(seen)):
-            mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
-            seen[(rng.getrandbits(32) & mask, plen)] = None
-    return list(seen)
-
-
-def make_keys(prefixes: list[tuple[int, int]], count: int, seed: int = SEED + 1) -> array:
-    """count uint32 keys: even positions inside a random table prefix, odd ones uniform."""
-    rng = random.Random(seed)
-    keys = array("I")
-    for i in range(count):
-        if i % 2 == 0:
-            p, n = prefixes[rng.randrange(len(prefixes))]
-            keys.append(p | (rng.getrandbits(32 - n) if n < 32 else 0))
-        else:
-            keys.append(rng.getrandbits(32))
-    return keys
-
-
-def build_ours(mod: ModuleType, prefixes: list[tuple[int, int]]) -> object:
-    t = mod.LpmTable()
-    ins = t.insert
-    for i, (p, n) in enumerate(prefixes):
-        ins(p, n, i)
-    return t
-
-
-def build_pytricia(prefixes: list[tuple[int, int]]) -> pytricia.PyTricia:
-    t = pytricia.PyTricia(32)
-    ins = t.insert
-    for i, (p, n) in enumerate(prefixes):
-        ins(p, n, i)
-    return t
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def measure_memory(size: int) -> dict[str, dict[str, int]]:
-    """Build each structure in this process and report RSS deltas (run in a fresh process)."""
-    prefixes = make_prefixes(size)
-    out: dict[str, dict[str, int]] = {}
-    gc.collect()
-    before = _rss()
-    ours = build_ours(_ours_module(), prefixes)
-    gc.collect()
-    out["emu"] = {"memory_bytes": ours.memory_bytes(), "rss_delta": _rss() - before}
-    gc.collect()
-    before = _rss()
-    pyt = build_pytricia(prefixes)
-    gc.collect()
-    out["pytricia"] = {"rss_delta": _rss() - before}
-    del ours, pyt
-    return out
-
-
-@functools.cache
-def memory_report(size: int) -> dict[str, dict[str, int]] | None:
-    """measure_memory(size) in a subprocess, so earlier allocations cannot hide growth."""
-    if not os.path.exists("/proc/self/statm"):
-        return None
-    import emu  # the child must import the same package as this process
-
-    root = Path(emu.__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(size)], capture_output=True,
-                         text=True, env=env, timeout=600, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def run(benchmark, fn, size: int, rounds: int = 5, iterations: int = 1):  # noqa: ANN001, ANN201
@@ -140,9 +52,9 @@ class Dataset:
     def __init__(self, size: int) -> None:
         self.size = size
         self.mod = _ours_module()
-        self.prefixes = make_prefixes(size)
-        self.keys = make_keys(self.prefixes, 65536)
-        self.ours = build_ours(self.mod, self.prefixes)
+        self.prefixes = lpm_prefixes(size)
+        self.keys = lpm_keys(self.prefixes, 65536)
+        self.ours = build_lpm(self.mod, self.prefixes)
         self.pyt = build_pytricia(self.prefixes)
 
 
@@ -200,10 +112,10 @@ def test_batch_lookup(benchmark, data: Dataset, lib: str, batch: int) -> None:  
 def test_build(benchmark, size: int, lib: str) -> None:  # noqa: ANN001
     """Build time from a prefix list; memory of the built table in extra_info."""
     mod = _ours_module()
-    prefixes = make_prefixes(size)
+    prefixes = lpm_prefixes(size)
     if lib == "emu":
         def fn() -> object:
-            return build_ours(mod, prefixes)
+            return build_lpm(mod, prefixes)
     else:
         def fn() -> object:
             return build_pytricia(prefixes)
@@ -213,7 +125,7 @@ def test_build(benchmark, size: int, lib: str) -> None:  # noqa: ANN001
     assert len(table) == size
     if lib == "emu":
         benchmark.extra_info["memory_bytes"] = table.memory_bytes()
-    mem = memory_report(size)
+    mem = lpm_memory_report(size)
     if mem is not None:
         benchmark.extra_info["rss_delta"] = mem[lib]["rss_delta"]
         if lib == "emu":
@@ -244,4 +156,4 @@ def test_three_route_table_is_small(impl: str) -> None:
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure_memory(int(sys.argv[1]) if len(sys.argv) > 1 else 500_000)))
+    print(json.dumps(lpm_memory(int(sys.argv[1]) if len(sys.argv) > 1 else 500_000)))

@@ -1442,79 +1442,91 @@ def set_ipv4_addr(buf, Py_ssize_t off, int which, uint32_t new_addr):
     """Rewrite src (which=0) or dst (1) address, fixing IP and TCP/UDP checksums."""
     cdef Py_buffer view
     cdef uint8_t *p
-    cdef Py_ssize_t n, end, l4
-    cdef int ihl
-    cdef uint32_t old
-    cdef uint8_t proto
+    cdef Py_ssize_t n
     cdef int rel
     if which != 0 and which != 1:
         raise ValueError("which must be 0 (source) or 1 (destination)")
     rel = _get_rw(buf, &view, &p, &n)
     try:
-        ihl = _ip_hdr(p, n, off)
-        if ihl == 0:
-            raise ValueError("no IPv4 header at offset")
-        old = _rd32(p + off + 12 + 4 * which)
-        _wr32(p + off + 12 + 4 * which, new_addr)
-        _csum_fix(p + off + 10, _neg32(old), _pos32(new_addr), False)
-        if _rd16(p + off + 6) & 0x1FFF:
-            return
-        end = off + _rd16(p + off + 2)
-        if end > n:
-            end = n
-        l4 = off + ihl
-        proto = p[off + 9]
-        if proto == 6 and l4 + 18 <= end:
-            _csum_fix(p + l4 + 16, _neg32(old), _pos32(new_addr), False)
-        elif proto == 17 and l4 + 8 <= end:
-            _csum_fix(p + l4 + 6, _neg32(old), _pos32(new_addr), True)
+        _set_addr(p, n, off, which, new_addr)
     finally:
         if rel:
             PyBuffer_Release(&view)
+
+
+cdef int _set_addr(uint8_t *p, Py_ssize_t n, Py_ssize_t off, int which, uint32_t new_addr) except -1:
+    """set_ipv4_addr on a raw buffer (the flow cache calls it per frame)."""
+    cdef Py_ssize_t end, l4
+    cdef uint32_t old
+    cdef uint8_t proto
+    cdef int ihl = _ip_hdr(p, n, off)
+    if ihl == 0:
+        raise ValueError("no IPv4 header at offset")
+    old = _rd32(p + off + 12 + 4 * which)
+    _wr32(p + off + 12 + 4 * which, new_addr)
+    _csum_fix(p + off + 10, _neg32(old), _pos32(new_addr), False)
+    if _rd16(p + off + 6) & 0x1FFF:
+        return 0
+    end = off + _rd16(p + off + 2)
+    if end > n:
+        end = n
+    l4 = off + ihl
+    proto = p[off + 9]
+    if proto == 6 and l4 + 18 <= end:
+        _csum_fix(p + l4 + 16, _neg32(old), _pos32(new_addr), False)
+    elif proto == 17 and l4 + 8 <= end:
+        _csum_fix(p + l4 + 6, _neg32(old), _pos32(new_addr), True)
+    return 0
 
 
 def set_l4_port(buf, Py_ssize_t off, int which, uint16_t new_port):
     """Rewrite TCP/UDP sport (0)/dport (1) or the ICMP echo id (0), fixing the L4 checksum."""
     cdef Py_buffer view
     cdef uint8_t *p
-    cdef Py_ssize_t n, end, l4
-    cdef int ihl
-    cdef uint32_t old
-    cdef uint8_t proto
+    cdef Py_ssize_t n
     cdef int rel
     if which != 0 and which != 1:
         raise ValueError("which must be 0 (source) or 1 (destination)")
     rel = _get_rw(buf, &view, &p, &n)
     try:
-        ihl = _ip_hdr(p, n, off)
-        if ihl == 0:
-            raise ValueError("no IPv4 header at offset")
-        if _rd16(p + off + 6) & 0x1FFF:
-            raise ValueError("non-first fragment has no L4 header")
-        end = off + _rd16(p + off + 2)
-        if end > n:
-            end = n
-        l4 = off + ihl
-        proto = p[off + 9]
-        if proto == 6 or proto == 17:
-            if l4 + (18 if proto == 6 else 8) > end:
-                raise ValueError("truncated L4 header")
-            old = _rd16(p + l4 + 2 * which)
-            _wr16(p + l4 + 2 * which, new_port)
-            _csum_fix(p + l4 + (16 if proto == 6 else 6), _neg16(old), new_port, proto == 17)
-        elif proto == 1:
-            if which != 0:
-                raise ValueError("ICMP has only an identifier (which=0)")
-            if l4 + 8 > end or (p[l4] != 0 and p[l4] != 8):
-                raise ValueError("not an ICMP echo request/reply")
-            old = _rd16(p + l4 + 4)
-            _wr16(p + l4 + 4, new_port)
-            _csum_fix(p + l4 + 2, _neg16(old), new_port, False)
-        else:
-            raise ValueError(f"protocol {proto} has no ports")
+        _set_port(p, n, off, which, new_port)
     finally:
         if rel:
             PyBuffer_Release(&view)
+
+
+cdef int _set_port(uint8_t *p, Py_ssize_t n, Py_ssize_t off, int which, uint16_t new_port) except -1:
+    """set_l4_port on a raw buffer (the flow cache calls it per frame)."""
+    cdef Py_ssize_t end, l4
+    cdef uint32_t old
+    cdef uint8_t proto
+    cdef int ihl = _ip_hdr(p, n, off)
+    if ihl == 0:
+        raise ValueError("no IPv4 header at offset")
+    if _rd16(p + off + 6) & 0x1FFF:
+        raise ValueError("non-first fragment has no L4 header")
+    end = off + _rd16(p + off + 2)
+    if end > n:
+        end = n
+    l4 = off + ihl
+    proto = p[off + 9]
+    if proto == 6 or proto == 17:
+        if l4 + (18 if proto == 6 else 8) > end:
+            raise ValueError("truncated L4 header")
+        old = _rd16(p + l4 + 2 * which)
+        _wr16(p + l4 + 2 * which, new_port)
+        _csum_fix(p + l4 + (16 if proto == 6 else 6), _neg16(old), new_port, proto == 17)
+    elif proto == 1:
+        if which != 0:
+            raise ValueError("ICMP has only an identifier (which=0)")
+        if l4 + 8 > end or (p[l4] != 0 and p[l4] != 8):
+            raise ValueError("not an ICMP echo request/reply")
+        old = _rd16(p + l4 + 4)
+        _wr16(p + l4 + 4, new_port)
+        _csum_fix(p + l4 + 2, _neg16(old), new_port, False)
+    else:
+        raise ValueError(f"protocol {proto} has no ports")
+    return 0
 
 
 cdef void _fill_ip(uint8_t *h, uint32_t total_length, uint32_t ident, uint32_t flags_frag,
@@ -2337,3 +2349,406 @@ cdef class ConntrackTable:
 
     def __repr__(self):
         return f"<ConntrackTable entries={self.count}>"
+
+
+cdef class UdpSink:
+    """A UDP socket that only counts what it receives (the receiving end of benchmarks)."""
+
+    cdef public long long packets
+    cdef public long long bytes
+
+    def __call__(self, src, sport, dst, dport, payload, pid):
+        self.packets += 1
+        self.bytes += len(payload)
+
+
+cdef class LinkCounters:
+    """A link's rx/tx counters (`ip -s link`); C fields so the flow cache counts without Python."""
+
+    cdef public long long rx_packets
+    cdef public long long rx_bytes
+    cdef public long long rx_dropped
+    cdef public long long tx_packets
+    cdef public long long tx_bytes
+    cdef public long long tx_dropped
+
+    def as_dict(self):
+        return {"rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes, "rx_dropped": self.rx_dropped,
+                "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes, "tx_dropped": self.tx_dropped}
+
+    def __eq__(self, other):
+        return isinstance(other, LinkCounters) and self.as_dict() == other.as_dict()
+
+    def __repr__(self):
+        return "LinkCounters(" + ", ".join(f"{k}={v}" for k, v in self.as_dict().items()) + ")"
+
+
+# --------------------------------------------------------------------------
+# The flow cache's executor: runs programs compiled by emu.net.flowcache
+# --------------------------------------------------------------------------
+
+cdef enum:
+    F_RX, F_TX, F_WIRE, F_STRIP, F_TRIM, F_PUSH, F_TTL, F_NAT, F_VXLAN, F_FDB, F_NEIGH, F_CT, F_RULE, F_SINK, \
+        F_NOTE, F_HANDOFF
+
+DEF FLOW_BUF = 70000
+DEF FLOW_HEADROOM = 1024
+cdef int NUD_SEND = 0x02 | 0x08 | 0x10 | 0x40 | 0x80
+
+ctypedef struct FOp:
+    int code
+    int64_t a
+    int64_t b
+    int64_t c
+    int64_t d
+    int64_t e
+    double f
+    void *o1
+    void *o2
+    void *o3
+    void *o4
+    void *o5
+
+
+cdef class FlowProg:
+    """A program in the executor's form: a C array of steps, holding references to their objects."""
+
+    cdef FOp *ops
+    cdef int n
+    cdef list refs
+    cdef int sink
+    cdef int handoff
+
+    def __dealloc__(self):
+        free(self.ops)
+
+    def __len__(self):
+        return self.n
+
+
+cdef class FlowExec:
+    """Runs flow programs: validates every step at its virtual time, then applies them in C.
+
+    Python is entered only for what needs Python objects: capture records, trace decisions,
+    iptables counters, the IP ID of an encapsulating stack, and a handoff to the slow path."""
+
+    cdef object lab
+    cdef object record_cls
+    cdef object trace
+    cdef list records
+    cdef uint8_t *buf
+    cdef object s_in
+    cdef object s_out
+
+    def __cinit__(self, lab, record_cls, linktype_eth, linktype_raw):
+        self.buf = <uint8_t *>malloc(FLOW_BUF)
+        if self.buf == NULL:
+            raise MemoryError()
+        self.lab = lab
+        self.record_cls = record_cls
+        self.trace = lab.trace
+        self.records = lab._records
+        self.s_in = "in"
+        self.s_out = "out"
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    def compile(self, ops):
+        """The C form of a program; ValueError when a step has objects it cannot drive in C."""
+        cdef FlowProg p = FlowProg()
+        cdef FOp *o
+        cdef int i = 0
+        p.refs = []
+        p.sink = 0
+        p.handoff = 0
+        p.n = len(ops)
+        p.ops = <FOp *>malloc(sizeof(FOp) * (p.n if p.n else 1))
+        if p.ops == NULL:
+            raise MemoryError()
+        memset(p.ops, 0, sizeof(FOp) * (p.n if p.n else 1))
+        for op in ops:
+            o = &p.ops[i]
+            i += 1
+            code = op[0]
+            o.code = code
+            p.refs.append(op)
+            if code == F_RX or code == F_TX:
+                if not isinstance(op[1], LinkCounters):
+                    raise ValueError("link counters are not the data plane's")
+                o.o1 = <void *>op[1]
+                if op[2] is not None:
+                    name = op[2].name  # a property: keep the string alive with the program
+                    p.refs.append(name)
+                    o.o2 = <void *>op[2].records
+                    o.o3 = <void *>name
+                    o.o4 = <void *>op[4]
+                    o.a = op[5]
+            elif code == F_WIRE:
+                o.f = op[1]
+            elif code == F_STRIP or code == F_TRIM or code == F_TTL:
+                o.a = op[1]
+            elif code == F_PUSH:
+                if not isinstance(op[1], bytes) or len(op[1]) > 256:
+                    raise ValueError("header to push")
+                o.o1 = <void *>op[1]
+                o.a = len(op[1])
+            elif code == F_NAT:
+                o.a, o.b, o.c = op[1], op[2], op[3]
+            elif code == F_VXLAN:
+                o.a, o.b, o.c, o.d = op[1], op[2], op[3], op[4]
+                o.e = (op[5] << 8) | op[6]
+                o.o1 = <void *>op[7]
+                o.f = op[8]
+            elif code == F_FDB:
+                if not isinstance(op[1], FdbTable):
+                    raise ValueError("fdb")
+                o.o1 = <void *>op[1]
+                o.a, o.b, o.c = op[2], op[3], 1 if op[4] else 0
+            elif code == F_NEIGH:
+                if not isinstance(op[1], NeighTable):
+                    raise ValueError("neighbour table")
+                o.o1 = <void *>op[1]
+                o.a, o.b, o.f = op[2], op[3], op[4]
+            elif code == F_CT:
+                if not isinstance(op[1], ConntrackTable):
+                    raise ValueError("conntrack table")
+                o.o1 = <void *>op[1]
+                o.a, o.b, o.c, o.d = op[2], op[3], op[5], op[6]
+                o.e = op[7]
+                o.f = op[4]
+                o.o2 = <void *>op[8]  # the deadline, a float object kept in refs
+            elif code == F_RULE:
+                o.o1 = <void *>op[1]
+                o.a = op[2]
+            elif code == F_SINK:
+                o.o1 = <void *>op[1]
+                o.a = op[2]
+                p.sink = 1
+            elif code == F_NOTE:
+                o.o1 = <void *>op
+            elif code == F_HANDOFF:
+                o.o1 = <void *>op[1]
+                p.handoff = 1
+            else:
+                raise ValueError(f"unknown step {code}")
+        return p
+
+    cdef double _valid(self, FlowProg p, const uint8_t *f, Py_ssize_t n, double now, double limit,
+                       double horizon) noexcept:
+        """The time the journey ends if every step may run, else -1."""
+        cdef int i
+        cdef FOp *o
+        cdef HEnt *e
+        cdef FdbTable ft
+        cdef NeighTable nt
+        cdef uint32_t ulen, c
+        if n < 34 or _fold(_inet_acc(f + 14, 20, 0)) != 0xFFFF:
+            return -1.0
+        if p.sink and f[23] == 17 and _rd16(f + 40) != 0:
+            ulen = _rd16(f + 38)
+            if ulen < 8 or 34 + ulen > n:
+                return -1.0
+            c = (~_fold(_inet_acc(f + 34, ulen, _pseudo(_rd32(f + 26), _rd32(f + 30), 17, ulen))
+                        - 0)) & 0xFFFF
+            if c != 0:
+                return -1.0
+        for i in range(p.n):
+            o = &p.ops[i]
+            if o.code == F_WIRE:
+                now += o.f
+            elif o.code == F_FDB:
+                ft = <FdbTable>o.o1
+                e = _ht_find(&ft.h, (<uint64_t>o.a << 12))
+                if e == NULL or (not e.aux and now - e.t > ft._ageing) or e.val != o.b:
+                    return -1.0
+            elif o.code == F_NEIGH:
+                nt = <NeighTable>o.o1
+                e = _ht_find(&nt.h, <uint64_t>o.a)
+                if e == NULL or e.val != o.b or not (e.aux & NUD_SEND):
+                    return -1.0
+                if e.aux == 0x02 and now - e.t > o.f:
+                    return -1.0
+            elif o.code == F_CT:
+                if now > (<double>(<object>o.o2)):
+                    return -1.0
+            elif o.code == F_HANDOFF:
+                break
+        return now if now < limit and now <= horizon else -1.0
+
+    cdef int _apply(self, FlowProg p, const uint8_t *f, Py_ssize_t n, object pid, double now,
+                    list seen, double horizon=-1.0) except -1:
+        cdef uint8_t *b = self.buf
+        cdef Py_ssize_t head = FLOW_HEADROOM, tail = FLOW_HEADROOM + n
+        cdef int i
+        cdef FOp *o
+        cdef LinkCounters lc
+        cdef HEnt *e
+        cdef CtEnt *ce
+        cdef ConntrackTable ct
+        cdef uint8_t *h
+        cdef uint32_t old, ulen, c, ident
+        cdef object frame, rec, obj, clock, before
+        cdef bint tracing = self.trace.enabled
+        if n + FLOW_HEADROOM > FLOW_BUF:
+            raise ValueError("frame too large for the flow cache")
+        memcpy(b + head, f, n)
+        for i in range(p.n):
+            o = &p.ops[i]
+            if o.code == F_RX or o.code == F_TX:
+                if seen is not None:
+                    seen.append(PyBytes_FromStringAndSize(<char *>(b + head), tail - head))
+                    continue
+                lc = <LinkCounters>o.o1
+                if o.code == F_RX:
+                    lc.rx_packets += 1
+                    lc.rx_bytes += tail - head
+                else:
+                    lc.tx_packets += 1
+                    lc.tx_bytes += tail - head
+                if o.o2 != NULL:
+                    frame = PyBytes_FromStringAndSize(<char *>(b + head), tail - head)
+                    rec = self.record_cls(now, <object>o.o3, frame, self.s_in if o.code == F_RX else self.s_out,
+                                          <object>o.o4, o.a, pid)
+                    (<list>o.o2).append(rec)
+                    self.records.append(rec)
+            elif o.code == F_WIRE:
+                now += o.f
+            elif o.code == F_STRIP:
+                head += o.a
+            elif o.code == F_TRIM:
+                tail = head + o.a
+            elif o.code == F_PUSH:
+                head -= o.a
+                memcpy(b + head, PyBytes_AS_STRING(<bytes>o.o1), o.a)
+            elif o.code == F_TTL:
+                h = b + head + o.a
+                old = _rd16(h + 8)
+                h[8] -= 1
+                _csum_fix(h + 10, _neg16(old), _rd16(h + 8), False)
+            elif o.code == F_NAT:
+                if o.a:
+                    _set_port(b + head, tail - head, 0, <int>o.b, <uint16_t>o.c)
+                else:
+                    _set_addr(b + head, tail - head, 0, <int>o.b, <uint32_t>o.c)
+            elif o.code == F_VXLAN:
+                ident = <uint32_t>o.f if seen is not None else <uint32_t>((<object>o.o1).next_ip_id())
+                ulen = <uint32_t>(tail - head + 16)
+                head -= 36
+                h = b + head
+                _fill_ip(h, 20 + ulen, ident, 0, o.e & 0xFF, 17, <uint32_t>o.a, <uint32_t>o.b, 0)
+                h += 20
+                _wr16(h, <uint32_t>o.c)
+                _wr16(h + 2, <uint32_t>o.d)
+                _wr16(h + 4, ulen)
+                _wr16(h + 6, 0)
+                _wr32(h + 8, 0x08000000)
+                _wr32(h + 12, <uint32_t>((o.e >> 8) << 8))
+                c = (~_fold(_inet_acc(h, ulen, _pseudo(<uint32_t>o.a, <uint32_t>o.b, 17, ulen)))) & 0xFFFF
+                _wr16(h + 6, c if c else 0xFFFF)
+            elif seen is not None:
+                continue
+            elif o.code == F_FDB:
+                if o.c:
+                    e = _ht_find(&(<FdbTable>o.o1).h, (<uint64_t>o.a << 12))
+                    if e != NULL and not e.aux:
+                        e.t = now
+            elif o.code == F_CT:
+                ct = <ConntrackTable>o.o1
+                ce = ct._ent(o.a)
+                ce.state = <int32_t>o.c
+                ce.status = <uint32_t>o.d
+                ce.expires = now + o.f
+                if ce.expires < ct.heap[ce.hpos].key:
+                    ct.heap[ce.hpos].key = ce.expires
+                    ct._sift_up(ce.hpos)
+                ce.pkts[o.b] += 1
+                ce.nbytes[o.b] += <uint64_t>o.e
+            elif o.code == F_RULE:
+                obj = <object>o.o1
+                obj.pkts += 1
+                obj.bytes += o.a
+            elif o.code == F_SINK:
+                obj = <object>o.o1
+                if isinstance(obj, UdpSink):
+                    (<UdpSink>obj).packets += 1
+                    (<UdpSink>obj).bytes += o.a
+                else:
+                    obj.packets += 1
+                    obj.bytes += o.a
+            elif o.code == F_NOTE:
+                if tracing:
+                    obj = <object>o.o1
+                    self.lab.record(obj[6](now, obj[1], obj[2], obj[3], obj[4], obj[5]), pid)
+            elif o.code == F_HANDOFF:
+                # The slow path goes on at `now`, within the same horizon (later programs may run too).
+                clock = self.lab.clock
+                before, outer = clock.now, clock.horizon
+                clock.now, clock.horizon = now, horizon
+                try:
+                    (<object>o.o1).rx(PyBytes_FromStringAndSize(<char *>(b + head), tail - head), pid)
+                finally:
+                    clock.now, clock.horizon = before, outer
+                return 0
+        return 0
+
+    def run(self, FlowProg p, frame, pid, double now, double limit, double horizon):
+        """Carries `frame` (arriving now) through the program if its journey ends before `limit` (the next
+        clock event) and by `horizon`; returns the journey's end time, or -1.0 (nothing done)."""
+        cdef const uint8_t *f = <const uint8_t *>PyBytes_AS_STRING(frame)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(frame)
+        cdef double end = self._valid(p, f, n, now, limit, horizon)
+        if end >= 0:
+            self._apply(p, f, n, pid, now, None, horizon)
+        return end
+
+    def dry_run(self, FlowProg p, frame):
+        """The bytes at every RX and TX step, with no side effect (checks a new program)."""
+        cdef list seen = []
+        self._apply(p, <const uint8_t *>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), 0, 0.0, seen)
+        return seen
+
+    def send(self, list progs, list templates, array.array sent, Py_ssize_t start, Py_ssize_t total,
+             double t0, double interval, double limit, double final):
+        """Frames start..total-1 of a generator: frame i is flow i mod len(templates), stamped with IP ID
+        template + sent[flow], arriving at t0 + i * interval. Runs them while each flow has a program and
+        every journey ends before `limit` (the next clock event) and by the time the next frame arrives
+        (the last one: by `final`); returns how many ran (the caller takes over from there)."""
+        cdef Py_ssize_t i, nflows = len(templates)
+        cdef int k
+        cdef bytes tpl
+        cdef FlowProg p
+        cdef uint8_t *w
+        cdef Py_ssize_t n
+        cdef uint32_t old, new
+        cdef double now
+        cdef object lab = self.lab
+        cdef int64_t *cnt = <int64_t *>sent.data.as_voidptr
+        if len(sent) != nflows or len(progs) != nflows:
+            raise ValueError("one program slot and one counter per flow")
+        for i in range(start, total):
+            k = <int>(i % nflows)
+            obj = progs[k]
+            if obj is None:
+                return i - start
+            p = <FlowProg>obj
+            tpl = <bytes>templates[k]
+            n = PyBytes_GET_SIZE(tpl)
+            if n < 34 or n > 4096:
+                return i - start
+            w = self.buf + FLOW_BUF - 4096
+            memcpy(w, PyBytes_AS_STRING(tpl), n)
+            old = _rd16(w + 18)
+            new = (old + <uint64_t>cnt[k]) & 0xFFFF
+            _csum_fix(w + 24, _neg16(old), new, False)
+            _wr16(w + 18, new)
+            now = t0 + i * interval
+            until = t0 + (i + 1) * interval if i + 1 < total else final
+            if self._valid(p, w, n, now, limit, until) < 0:
+                return i - start
+            cnt[k] += 1
+            lab._pid += 1
+            self._apply(p, w, n, lab._pid, now, None, until)
+            if p.handoff:
+                return i - start + 1  # the slow path may have scheduled events: the caller looks again
+        return total - start

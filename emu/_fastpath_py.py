@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import struct
 import sys
+from typing import Any
 from array import array
 from collections.abc import Iterable
 from operator import index
@@ -1074,3 +1075,193 @@ class ConntrackTable:
 
     def __repr__(self) -> str:
         return f"<ConntrackTable entries={len(self._e)}>"
+
+
+class LinkCounters:
+    """A link's rx/tx counters (`ip -s link`)."""
+
+    __slots__ = ("rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_dropped")
+
+    def __init__(self) -> None:
+        for k in self.__slots__:
+            setattr(self, k, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LinkCounters) and self.as_dict() == other.as_dict()
+
+    def __repr__(self) -> str:
+        return "LinkCounters(" + ", ".join(f"{k}={v}" for k, v in self.as_dict().items()) + ")"
+
+
+class UdpSink:
+    """A UDP socket that only counts what it receives (the receiving end of benchmarks)."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+
+    def __call__(self, src: int, sport: int, dst: int, dport: int, payload: bytes, pid: int) -> None:
+        self.packets += 1
+        self.bytes += len(payload)
+
+
+# --- the flow cache's executor (emu.net.flowcache compiles the programs) -----------------------------
+_RX, _TX, _WIRE, _STRIP, _TRIM, _PUSH, _TTL, _NAT, _VXLAN, _FDB, _NEIGH, _CT, _RULE, _SINK, _NOTE, _HANDOFF = range(16)
+_NUD_REACHABLE, _NUD_STALE = 0x02, 0x04
+_NUD_SEND = 0x02 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE (if fresh), DELAY, PROBE, NOARP, PERMANENT
+
+
+class FlowExec:
+    """Runs compiled flow programs: validate every step at its virtual time, then apply them all."""
+
+    def __init__(self, lab, record_cls, linktype_eth: int, linktype_raw: int) -> None:  # noqa: ANN001
+        self.lab = lab
+        self.record_cls = record_cls
+
+    def compile(self, ops: list) -> list:
+        """The executor's form of a program (here: the steps themselves, after a sanity check)."""
+        for op in ops:
+            if not 0 <= op[0] <= _HANDOFF:
+                raise ValueError(f"unknown step {op[0]}")
+        return list(ops)
+
+    def _valid(self, ops: list, frame: bytes, now: float, limit: float, horizon: float) -> float:
+        """The time the journey ends if every step may run, else -1.0."""
+        if inet_checksum(frame, 14, 20) != 0:
+            return -1.0
+        if frame[23] == 17 and frame[40:42] != b"\0\0" and any(op[0] == _SINK for op in ops):
+            ulen = int.from_bytes(frame[38:40], "big")
+            src, dst = int.from_bytes(frame[26:30], "big"), int.from_bytes(frame[30:34], "big")
+            seg = frame[34:34 + ulen]
+            if udp_checksum(src, dst, seg[:6] + b"\0\0" + seg[8:]) != int.from_bytes(frame[40:42], "big"):
+                return -1.0
+        for op in ops:
+            code = op[0]
+            if code == _WIRE:
+                now += op[1]
+            elif code == _FDB:
+                if op[1].lookup(op[2], 0, now) != op[3]:
+                    return -1.0
+            elif code == _NEIGH:
+                e = op[1].get(op[2])
+                if e is None or e[0] != op[3] or not e[1] & _NUD_SEND:
+                    return -1.0
+                if e[1] == _NUD_REACHABLE and now - e[2] > op[4]:
+                    return -1.0
+            elif code == _CT:
+                if now > op[8]:
+                    return -1.0
+            elif code == _HANDOFF:
+                break
+        return now if now < limit and now <= horizon else -1.0
+
+    def send(self, progs: list, templates: list, sent: Any, start: int, total: int, t0: float, interval: float,
+             limit: float, final: float) -> int:
+        """Generator frames start..total-1 (frame i: flow i mod n, IP ID template + sent[flow], at t0 + i * interval)
+        while each has a program, ends before `limit` (the next clock event) and by the time the next frame
+        arrives (the last one: by `final`); returns how many ran."""
+        lab, nflows = self.lab, len(templates)
+        for i in range(start, total):
+            k = i % nflows
+            ops = progs[k]
+            if ops is None:
+                return i - start
+            frame = bytearray(templates[k])
+            old = int.from_bytes(frame[18:20], "big")
+            new = (old + sent[k]) & 0xFFFF
+            csum_replace2(frame, 24, old, new)
+            frame[18:20] = new.to_bytes(2, "big")
+            now = t0 + i * interval
+            until = t0 + (i + 1) * interval if i + 1 < total else final
+            if self._valid(ops, bytes(frame), now, limit, until) < 0:
+                return i - start
+            sent[k] += 1
+            lab._pid += 1
+            self._apply(ops, frame, lab._pid, now, None, until)
+            if ops[-1][0] == _HANDOFF:
+                return i - start + 1  # the slow path may have scheduled events: the caller looks again
+        return total - start
+
+    def run(self, ops: list, frame: bytes, pid: int, now: float, limit: float, horizon: float) -> float:
+        """Carries `frame` (arriving now) through the program if its journey ends before `limit` (the next
+        clock event) and by `horizon`; returns the journey's end time, or -1.0 (nothing done)."""
+        end = self._valid(ops, frame, now, limit, horizon)
+        if end >= 0:
+            self._apply(ops, bytearray(frame), pid, now, None, horizon)
+        return end
+
+    def dry_run(self, ops: list, frame: bytes) -> list[bytes]:
+        """The bytes at every RX and TX step, with no side effect (checks a new program)."""
+        seen: list[bytes] = []
+        self._apply(ops, bytearray(frame), 0, 0.0, seen)
+        return seen
+
+    def _apply(self, ops: list, buf: bytearray, pid: int, now: float, seen: list | None,
+               horizon: float = -1.0) -> None:
+        lab = self.lab
+        for op in ops:
+            code = op[0]
+            if code == _RX or code == _TX:
+                if seen is not None:
+                    seen.append(bytes(buf))
+                    continue
+                c = op[1]
+                if code == _RX:
+                    c.rx_packets += 1
+                    c.rx_bytes += len(buf)
+                else:
+                    c.tx_packets += 1
+                    c.tx_bytes += len(buf)
+                cap = op[2]
+                if cap is not None:
+                    rec = self.record_cls(now, cap.name, bytes(buf), "in" if code == _RX else "out", op[4], op[5], pid)
+                    cap.records.append(rec)
+                    lab._records.append(rec)
+            elif code == _WIRE:
+                now += op[1]
+            elif code == _STRIP:
+                del buf[:op[1]]
+            elif code == _TRIM:
+                del buf[op[1]:]
+            elif code == _PUSH:
+                buf[0:0] = op[1]
+            elif code == _TTL:
+                ttl_decrement(buf, op[1])
+            elif code == _NAT:
+                if op[1]:
+                    set_l4_port(buf, 0, op[2], op[3])
+                else:
+                    set_ipv4_addr(buf, 0, op[2], op[3])
+            elif code == _VXLAN:
+                ident = op[8] if seen is not None else op[7].next_ip_id()
+                buf[:] = vxlan_encap(buf, 0, 0, op[1], op[2], op[3], op[4], op[5], ident, op[6])[14:]
+            elif seen is not None:
+                continue
+            elif code == _FDB:
+                if op[4]:
+                    op[1].learn(op[2], 0, op[3], now)
+            elif code == _CT:
+                op[1].update(op[2], op[5], op[6], now + op[4])
+                op[1].account(op[2], op[3], op[7])
+            elif code == _RULE:
+                op[1].pkts += 1
+                op[1].bytes += op[2]
+            elif code == _SINK:
+                op[1].packets += 1
+                op[1].bytes += op[2]
+            elif code == _NOTE:
+                if lab.trace.enabled:
+                    lab.record(op[6](now, op[1], op[2], op[3], op[4], op[5]), pid)
+            elif code == _HANDOFF:
+                # The slow path goes on at `now`, within the same horizon (later programs may run too).
+                clock = lab.clock
+                before, outer = clock.now, clock.horizon
+                clock.now, clock.horizon = now, horizon
+                try:
+                    op[1].rx(bytes(buf), pid)
+                finally:
+                    clock.now, clock.horizon = before, outer
+                return

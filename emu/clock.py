@@ -29,6 +29,9 @@ class Clock:
         self.rng = random.Random(seed)
         self._queue: list[Timer] = []
         self._seq = 0
+        # How far the running loop will take time: a flow program may run only if its journey ends
+        # by then (emu.net.flowcache), as the slow path's events would all have run by then too.
+        self.horizon = float("-inf")
 
     def call_at(self, when: float, fn: Callable[[], None]) -> Timer:
         self._seq += 1
@@ -60,13 +63,17 @@ class Clock:
 
     def run_until(self, when: float, max_events: int = 10_000_000) -> None:
         """Runs every event due up to `when`, then sets the clock to `when`."""
-        for _ in range(max_events):
-            nxt = self.next_time()
-            if nxt is None or nxt > when:
-                break
-            self.step()
-        else:
-            raise RuntimeError(f"clock: more than {max_events} events before t={when}")
+        outer, self.horizon = self.horizon, when
+        try:
+            for _ in range(max_events):
+                nxt = self.next_time()
+                if nxt is None or nxt > when:
+                    break
+                self.step()
+            else:
+                raise RuntimeError(f"clock: more than {max_events} events before t={when}")
+        finally:
+            self.horizon = outer
         self.now = max(self.now, when)
 
     def run_for(self, seconds: float) -> None:
@@ -75,8 +82,12 @@ class Clock:
     def run_while(self, busy: Callable[[], bool], limit: float) -> None:
         """Runs events while `busy()` holds, at most until `now + limit`."""
         end = self.now + limit
-        while busy():
-            nxt = self.next_time()
-            if nxt is None or nxt > end:
-                break
-            self.step()
+        outer, self.horizon = self.horizon, end
+        try:
+            while busy():
+                nxt = self.next_time()
+                if nxt is None or nxt > end:
+                    break
+                self.step()
+        finally:
+            self.horizon = outer

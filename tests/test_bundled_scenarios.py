@@ -53,3 +53,24 @@ def test_sample_pcap_decodes_cleanly(path: Path) -> None:
     for row in (ln.split("\t") for ln in res.stdout.splitlines()):
         assert row[0], "a frame without a comment"
         assert not row[2] and "warn" not in row[1].lower() and "error" not in row[1].lower(), row
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_fast_path_changes_nothing(path: Path, tmp_path: Path) -> None:
+    """With the flow cache on or off: the same step outcomes, pcap bytes, tables and counters."""
+    from tests.randlab import first_difference, snapshot
+
+    seen = []
+    for fast in (False, True):
+        runner = Run(load(str(path)), fastpath=fast)
+        runner.run()
+        out = tmp_path / f"{fast}.pcapng"
+        runner.lab.write_pcap(str(out))
+        steps = [r.as_dict() for r in runner.results]
+        seen.append((steps, out.read_bytes(), snapshot(runner.lab), runner.lab))
+    (steps0, pcap0, snap0, _), (steps1, pcap1, snap1, fast_lab) = seen
+    assert steps0 == steps1
+    assert pcap0 == pcap1, "the fast path changed the captured frames"
+    diff = first_difference(snap0, snap1)
+    assert diff is None, diff
+    assert fast_lab.flows.hits > 0, "no frame of this scenario ran a compiled program"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from emu.net.addr import int2ip, int2mac, is_multicast_mac, mac_bytes
+from emu.net.flowcache import PUSH, STRIP, TRIM
 from emu.net.link import Link
 from emu.trace import Drop
 
@@ -76,12 +77,19 @@ class Bridge(Link):
             self.ns.drop(port, pid, Drop.MALFORMED, f"bridge {self.ifname}: invalid source MAC {int2mac(src)}")
             return
         now = self.ns.lab.clock.now
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid != pid:
+            rec = None
         if not self._is_local(src):
             learned = self.fdb.learn(src, 0, port.ifindex, now)
+            if rec is not None:
+                rec.fdb(self.fdb, src, port.ifindex, learn=True, ok=not learned)
             if learned:
                 what = "learned" if learned == 1 else "moved"
                 self.ns.note(port, pid, "bridge", f"fdb {what}: {int2mac(src)} on {port.ifname}")
         if is_multicast_mac(dst):
+            if rec is not None:
+                rec.fail("bridge flood")
             self._flood(port, frame, pid, "broadcast" if dst == 0xFFFFFFFFFFFF else "multicast")
             self._up(frame, pid)
             return
@@ -107,9 +115,16 @@ class Bridge(Link):
         if len(pkt) < 20:
             self._forward(port, frame, pid)
             return
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid != pid:
+            rec = None
+        if rec is not None:
+            rec.op(STRIP, 14)
         total = int.from_bytes(pkt[2:4], "big")
         if 20 <= total < len(pkt):
             pkt = pkt[:total]
+            if rec is not None:
+                rec.op(TRIM, total)
         old_dst = bytes(pkt[16:20])
         if not nf.prerouting(self, pkt, pid):
             nf.done(pid)
@@ -120,6 +135,8 @@ class Bridge(Link):
             r = self.ns.route_lookup(new_dst)
             if r is None or r.type != "unicast" or r.dev != self.ifname:
                 self.ns.note(port, pid, "bridge", f"DNAT to {int2ip(new_dst)}: routed, up to the IP stack")
+                if rec is not None:
+                    rec.op(PUSH, mac_bytes(self.mac) + frame[6:14])
                 self._up(mac_bytes(self.mac) + frame[6:14] + bytes(pkt), pid)
                 return
             nexthop = r.nexthop_gateway if r.nexthop_gateway is not None else new_dst
@@ -133,6 +150,8 @@ class Bridge(Link):
             return
         if local:
             self.ns.note(port, pid, "bridge", f"to {self.ifname} itself: up to the IP stack")
+            if rec is not None:
+                rec.op(PUSH, bytes(head))
             self._up(head + bytes(pkt), pid)
             return
         self._finish(port, head, pkt, pid)
@@ -143,6 +162,9 @@ class Bridge(Link):
             nf.done(pid)
             return
         nf.done(pid)
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid == pid:
+            rec.op(PUSH, bytes(head))
         self._forward(port, head + bytes(pkt), pid)
 
     def _forward(self, port: Link, frame: bytes, pid: int) -> None:
@@ -150,6 +172,9 @@ class Bridge(Link):
         dst = int.from_bytes(frame[0:6], "big")
         now = self.ns.lab.clock.now
         out = self.fdb.lookup(dst, 0, now)
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid == pid:
+            rec.fdb(self.fdb, dst, out, learn=False, ok=out >= 0)
         if out < 0:
             self._flood(port, frame, pid, f"fdb miss for {int2mac(dst)}")
             return
@@ -165,6 +190,9 @@ class Bridge(Link):
 
     def _flood(self, ingress: Link | None, frame: bytes, pid: int, why: str) -> None:
         out = [p for p in self.ports if p.running and (p is not ingress or p.hairpin)]
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid == pid:
+            rec.fail("flood")
         where = f" (hairpin back to {ingress.ifname})" if ingress in out and ingress is not None else ""
         self.ns.note(ingress or self, pid, "bridge", f"{why}: flooded to {len(out)} ports{where}")
         for p in out:
@@ -173,7 +201,11 @@ class Bridge(Link):
     def _up(self, frame: bytes, pid: int) -> None:
         self.counters.rx_packets += 1
         self.counters.rx_bytes += len(frame)
-        self.ns.lab.capture_point(self, frame, "in", pid)
+        lab = self.ns.lab
+        cap = lab.capture_point(self, frame, "in", pid)
+        rec = lab.rec
+        if rec is not None and rec.pid == pid:
+            rec.rx(self, frame, cap, entry=False)
         self.ns.stack.l2_input(self, frame, pid)
 
     def xmit(self, frame: bytes, pid: int) -> None:
@@ -184,10 +216,15 @@ class Bridge(Link):
             return
         self.counters.tx_packets += 1
         self.counters.tx_bytes += len(frame)
-        self.ns.lab.capture_point(self, frame, "out", pid)
+        lab = self.ns.lab
+        cap = lab.capture_point(self, frame, "out", pid)
         dst = int.from_bytes(frame[0:6], "big")
         out = -1 if is_multicast_mac(dst) else self.fdb.lookup(dst, 0, self.ns.lab.clock.now)
         target = self.port_by_index(out) if out >= 0 else None
+        rec = lab.rec
+        if rec is not None and rec.pid == pid:
+            rec.tx(self, frame, cap)
+            rec.fdb(self.fdb, dst, out, learn=False, ok=target is not None)
         if target is None:
             self._flood(None, frame, pid, "broadcast" if is_multicast_mac(dst) else f"fdb miss for {int2mac(dst)}")
             return

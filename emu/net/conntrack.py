@@ -108,6 +108,8 @@ class Conntrack:
         self.icmp_info: dict[int, tuple[int, int]] = {}  # id -> orig echo type/code, for -L
         self.created: dict[int, float] = {}  # id -> creation time (UDP's stream rule)
         self._timer = None
+        self.last_timeout = 0.0  # what the last packet() set: its timeout, and when it would change state
+        self.last_deadline = float("inf")
 
     @property
     def table(self):  # noqa: ANN201 - the data plane's ConntrackTable, made on first use
@@ -157,6 +159,8 @@ class Conntrack:
         """Advances a confirmed entry for one packet; False if the packet is INVALID for it."""
         proto = c.orig[2]
         status = c.status
+        before = (c.state, c.status)
+        deadline = float("inf")
         if direction == 1:
             status |= SEEN_REPLY
         if proto == 6:
@@ -175,6 +179,8 @@ class Conntrack:
                 if self.now > stream_ts:
                     timeout = UDP_REPLIED
                     status |= ASSURED
+                else:
+                    deadline = stream_ts
         elif proto == 1:
             timeout = ICMP_TIMEOUT
         else:
@@ -183,6 +189,9 @@ class Conntrack:
         c.expires = self.now + timeout
         self.table.update(c.id, c.state, c.status, c.expires)
         self.table.account(c.id, direction, pkt.length)
+        self.last_timeout, self.last_deadline = timeout, deadline
+        if (c.state, c.status) != before:
+            self.ns.lab.bump()
         self._schedule()
         return True
 
@@ -197,7 +206,6 @@ class Conntrack:
         if c.orig[2] == 1:
             self.icmp_info[cid] = (c.icmp_type, c.icmp_code)
         self.table.account(cid, 0, pkt.length)
-        self.ns.lab.bump()
         self._schedule()
         return True
 

@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from emu import fastpath
+from emu import fastpath as tables_module
 from emu.clock import Clock
 from emu.net.errors import NetError
+from emu.net.flowcache import FlowCache, Recorder
 from emu.net.namespace import Namespace
 from emu.net.segment import Segment
 from emu.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, Record, write_pcap, write_pcapng
@@ -36,9 +37,10 @@ class Capture:
 class Lab:
     """Holds namespaces on one deterministic clock: same seed, same frames, same bytes."""
 
-    def __init__(self, seed: int = 0, *, pure_python: bool | None = None, trace: bool = True) -> None:
+    def __init__(self, seed: int = 0, *, pure_python: bool | None = None, trace: bool = True,
+                 fastpath: bool = True) -> None:
         self.seed = seed
-        self.tables = fastpath.load(pure_python)
+        self.tables = tables_module.load(pure_python)
         self.clock = Clock(seed)
         self.hash_seed = self.clock.rng.getrandbits(32)
         self.namespaces: dict[str, Namespace] = {}
@@ -52,6 +54,22 @@ class Lab:
         self._pid = 0
         self.version = 0
         self.by_pid: dict[int, list[Decision]] = {}
+        self.rec: Recorder | None = None  # the journey the flow cache is recording, if any
+        self.flows: FlowCache | None = None
+        self.use_fastpath = fastpath
+
+    @property
+    def use_fastpath(self) -> bool:
+        """Whether later frames of a flow run its compiled program (emu.net.flowcache)."""
+        return self.flows is not None
+
+    @use_fastpath.setter
+    def use_fastpath(self, on: bool) -> None:
+        if on and self.flows is None:
+            self.flows = FlowCache(self)
+        elif not on:
+            self.flows = None
+            self.rec = None
 
     # --- objects -----------------------------------------------------------------
     def netns(self, name: str) -> Namespace:
@@ -92,6 +110,20 @@ class Lab:
         self._pid += 1
         return self._pid
 
+    def inject(self, link: Link, frame: bytes, *, horizon: float | None = None) -> int:
+        """A frame arrives on `link` from its wire now; returns its frame id. `horizon`: the caller will
+        run the clock at least that far before looking (the flow cache may then carry the frame)."""
+        pid = self.new_pid()
+        if horizon is None:
+            link.rx(frame, pid)
+            return pid
+        outer, self.clock.horizon = self.clock.horizon, horizon
+        try:
+            link.rx(frame, pid)
+        finally:
+            self.clock.horizon = outer
+        return pid
+
     def bump(self) -> None:
         """Some table changed: flows compiled from the old state are invalid."""
         self.version += 1
@@ -102,15 +134,23 @@ class Lab:
 
     def settle(self, limit: float = 10.0) -> None:
         """Runs until no event is pending (or `limit` virtual seconds pass)."""
-        end = self.clock.now + limit
-        while True:
-            nxt = self.clock.next_time()
-            if nxt is None or nxt > end:
-                break
-            self.clock.step()
+        clock = self.clock
+        end = clock.now + limit
+        outer, clock.horizon = clock.horizon, end
+        try:
+            while True:
+                nxt = clock.next_time()
+                if nxt is None or nxt > end:
+                    break
+                clock.step()
+        finally:
+            clock.horizon = outer
 
     # --- the trace and the captures ---------------------------------------------------
     def record(self, d: Decision, pid: int) -> None:
+        rec = self.rec
+        if rec is not None and rec.pid == pid:
+            rec.note(d)
         if self.trace.add(d):
             self.by_pid.setdefault(pid, []).append(d)
         if not self._captured_links:
@@ -135,7 +175,9 @@ class Lab:
         key = (netns, ifname)
         if key not in self.captures:
             self.captures[key] = Capture(netns, ifname)
-        self._captured_links.add(id(link))
+        if id(link) not in self._captured_links:
+            self._captured_links.add(id(link))
+            self.bump()
         return self.captures[key]
 
     def capture_all(self) -> None:
@@ -146,30 +188,33 @@ class Lab:
                 if link.kind != "loopback":
                     self.capture(ns.name, link.ifname)
 
-    def capture_point(self, link: Link, frame: bytes, direction: str, pid: int) -> None:
+    def capture_point(self, link: Link, frame: bytes, direction: str, pid: int) -> Record | None:
         """Called by every link on rx and tx; starts a new hop context on rx."""
         if self.capture_everything and id(link) not in self._captured_links and link.kind != "loopback" \
                 and link.ns.name in self.namespaces and link.ifname in link.ns.links:
             self.capture(link.ns.name, link.ifname)
         if not self._captured_links:
-            return
-        if len(self._hop) > 100_000:
-            self._hop.clear()  # contexts of frames long gone; in-flight records keep their own lists
+            return None
+        if len(self._hop) > 1_000_000:
+            # Forget the older half: contexts of frames long gone (in-flight records keep their own lists).
+            for k in list(self._hop)[:500_000]:
+                del self._hop[k]
         key = (pid, link.ns.name)
         if direction == "in" and link.master is None:
             hop = self._hop[key] = []
         else:
             hop = self._hop.setdefault(key, [])
         if id(link) not in self._captured_links:
-            return
+            return None
         cap = self.captures.get((link.ns.name, link.ifname))
         if cap is None:
-            return
+            return None
         comments = hop if direction == "in" else list(hop)
         rec = Record(self.clock.now, cap.name, frame, direction, comments,
                      LINKTYPE_RAW if link.l3 else LINKTYPE_ETHERNET, pid)
         cap.records.append(rec)
         self._records.append(rec)
+        return rec
 
     def records(self, names: set[str] | None = None) -> list[Record]:
         """Capture records in the order they happened, optionally only from the named points."""

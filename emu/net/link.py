@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from emu import fastpath
 from emu.net.addr import int2mac
 from emu.trace import Drop
 
@@ -18,17 +19,7 @@ if TYPE_CHECKING:
     from emu.net.segment import Segment
 
 
-@dataclass
-class Counters:
-    rx_packets: int = 0
-    rx_bytes: int = 0
-    rx_dropped: int = 0
-    tx_packets: int = 0
-    tx_bytes: int = 0
-    tx_dropped: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+Counters = fastpath.load().LinkCounters  # C fields when compiled: the flow cache counts without Python
 
 
 @dataclass
@@ -111,21 +102,41 @@ class Link:
             return
         self.counters.tx_packets += 1
         self.counters.tx_bytes += len(frame)
-        self.ns.lab.capture_point(self, frame, "out", pid)
+        lab = self.ns.lab
+        cap = lab.capture_point(self, frame, "out", pid)
+        rec = lab.rec
+        if rec is not None and rec.pid == pid:
+            rec.tx(self, frame, cap)
         self.wire(frame, pid)
 
     def wire(self, frame: bytes, pid: int) -> None:
         """What this kind does with a transmitted frame; the default swallows it (dummy, ifb)."""
 
     def rx(self, frame: bytes, pid: int) -> None:
-        """A frame arrives from the wire."""
+        """A frame arrives from the wire: the flow cache's program for it, or the slow path."""
+        flows = self.ns.lab.flows
+        if flows is None:
+            self._rx(frame, pid)
+            return
+        if flows.enter(self, frame, pid):
+            return
+        try:
+            self._rx(frame, pid)
+        finally:
+            flows.leave(pid)
+
+    def _rx(self, frame: bytes, pid: int) -> None:
         if not self.running:
             self.counters.rx_dropped += 1
             self.ns.drop(self, pid, Drop.IFACE_DOWN, "link down", frame=frame, direction="in")
             return
         self.counters.rx_packets += 1
         self.counters.rx_bytes += len(frame)
-        self.ns.lab.capture_point(self, frame, "in", pid)
+        lab = self.ns.lab
+        cap = lab.capture_point(self, frame, "in", pid)
+        rec = lab.rec
+        if rec is not None and rec.pid == pid:
+            rec.rx(self, frame, cap, entry=True)
         if self.master is not None:
             self.master.port_input(self, frame, pid)  # type: ignore[attr-defined]
         else:
@@ -148,6 +159,9 @@ class Loopback(Link):
         return "UNKNOWN" if self.up else "DOWN"
 
     def wire(self, frame: bytes, pid: int) -> None:
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid == pid:
+            rec.fail("loopback")
         self.ns.lab.clock.call_later(0.0, lambda: self.rx(frame, pid))
 
 
@@ -185,6 +199,9 @@ class Veth(Link):
     def wire(self, frame: bytes, pid: int) -> None:
         peer = self.peer
         assert peer is not None
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid == pid:
+            rec.wire(self.delay)
         self.ns.lab.clock.call_later(self.delay, lambda: peer.rx(frame, pid))
 
 

@@ -131,6 +131,7 @@ class Namespace:
         self.sysctls[key] = str(value)
         if key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding"):
             self.sysctls["net.ipv4.ip_forward"] = self.sysctls["net.ipv4.conf.all.forwarding"] = str(value)
+        self.lab.bump()
 
     def if_sysctl(self, link: Link, name: str) -> bool:
         """A per-interface boolean sysctl; `all` ORs in as the kernel's IN_DEV_ORCONF does."""

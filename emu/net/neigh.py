@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from emu.clock import Timer
 from emu.net.addr import int2ip, int2mac
 from emu.net.errors import NetError
+from emu.net.flowcache import NEIGH
 from emu.trace import Drop
 
 if TYPE_CHECKING:
@@ -96,12 +97,10 @@ class NeighTable:
             raise NetError("RTNETLINK answers: Invalid argument")
         t.set(ip, mac, st, self._now())
         self._resolved(link, ip, mac) if st & VALID else None
-        self.ns.lab.bump()
 
     def delete(self, link: Link, ip: int) -> bool:
         self._cancel(link, ip)
         ok = self._table(link).remove(ip)
-        self.ns.lab.bump()
         return bool(ok)
 
     def flush_dev(self, link: Link) -> None:
@@ -119,6 +118,12 @@ class NeighTable:
                 src_hint: int | None) -> None:
         """Calls `send(mac)` now or once `ip` resolves on `link`; `fail()` if it never does."""
         e = self.get(link, ip)
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid == pid:
+            if e is not None and e[1] & VALID and e[1] != STALE:
+                rec.op(NEIGH, self._table(link), ip, e[0], self.reachable_time[id(link)])
+            else:
+                rec.fail("neighbour not usable as it is")
         if e is not None and e[1] & VALID:
             mac, state, updated = e
             if state == STALE:
@@ -134,7 +139,6 @@ class NeighTable:
         if p is None or e is None or e[1] == FAILED:
             p = self.pending[key] = Pending(src_hint=src_hint)
             self._table(link).set(ip, -1, INCOMPLETE, self._now())
-            self.ns.lab.bump()
             self._probe(link, ip, broadcast=True, pid=pid)
         if len(p.queue) >= UNRES_QLEN:
             _, old_fail, old_pid = p.queue.pop(0)
@@ -162,7 +166,6 @@ class NeighTable:
             return
         del self.pending[(id(link), ip)]
         self._table(link).set(ip, -1, FAILED, self._now())
-        self.ns.lab.bump()
         for _send, fail, pid in p.queue:
             self.ns.drop(link, pid, Drop.NO_NEIGH, f"arp: {int2ip(ip)} FAILED after {p.probes} probes")
             fail()
@@ -189,7 +192,6 @@ class NeighTable:
             return  # a request from a known neighbour does not downgrade it
         t.set(ip, mac, state, self._now())
         self._resolved(link, ip, mac)
-        self.ns.lab.bump()
 
     def _resolved(self, link: Link, ip: int, mac: int) -> None:
         p = self.pending.pop((id(link), ip), None)

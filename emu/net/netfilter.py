@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from emu.net.addr import int2ip, mask
 from emu.net.conntrack import DST_NAT, SRC_NAT, Conn, Conntrack, Packet, Tuple5, invert
+from emu.net.flowcache import CT, NAT, RULE
 from emu.net.iptables import REJECT_TYPES, Rule, Tables
 from emu.trace import Drop
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from emu.net.route import Route
 
 ACCEPT, DROP = "ACCEPT", "DROP"
+# Matches whose result is the same for every packet of a flow in one conntrack state (a cached flow
+# replays their counters); the others (statistic, recent, limit) make a flow uncacheable.
+STATIC_MATCHES = frozenset({"tcp", "udp", "icmp", "comment", "mark", "addrtype", "conntrack", "state", "multiport"})
 ICMP_ERRORS = (3, 4, 5, 11, 12)
 
 
@@ -95,17 +99,31 @@ class Netfilter:
         if proto == 1 and info.icmp_type in ICMP_ERRORS:
             related = self._related(pkt)
             if related is not None:
+                rec = self.ns.lab.rec
+                if rec is not None and rec.pid == pid:
+                    rec.fail("conntrack: related")
                 c, d = related
                 self.tracked[pid] = (c, d, "RELATED")
                 return info, c, d, "RELATED"
         c, d = self.ct.find(info.tuple)
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid != pid:
+            rec = None
         if c is not None:
+            before = (c.state, c.status)
             if not self.ct.packet(c, d, info):
                 self.tracked[pid] = (c, d, "INVALID")
                 return info, None, 0, "INVALID"
+            if rec is not None:
+                if (c.state, c.status) != before:
+                    rec.fail("conntrack state change")
+                rec.op(CT, self.ct.table, c.id, d, self.ct.last_timeout, c.state, c.status, info.length,
+                       self.ct.last_deadline)
             st = "ESTABLISHED" if d == 1 or c.status & 0x2 else "NEW"
             self.tracked[pid] = (c, d, st)
             return info, c, d, st
+        if rec is not None:
+            rec.fail("conntrack: new or related")
         c = self.ct.new(info)
         if c is None:
             return info, None, 0, "INVALID"
@@ -192,6 +210,9 @@ class Netfilter:
         pend = self.pending.pop(ctx.pid, None)
         if pend is None:
             return True
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid == ctx.pid:
+            rec.fail("conntrack: confirm")
         c, info = pend
         if not self.ct.confirm(c, info):
             self.ns.drop(None, ctx.pid, Drop.FILTERED, "conntrack: tuple clash on confirm")
@@ -299,10 +320,13 @@ class Netfilter:
         if c is None or not c.status & (SRC_NAT | DST_NAT):
             return
         target = invert(c.reply) if ctx.direction == 0 else invert(c.orig)
-        self._rewrite(ctx.pkt, target, dst=dst)
+        self._rewrite(ctx.pkt, target, dst=dst, pid=ctx.pid)
 
-    def _rewrite(self, pkt: bytearray, target: Tuple5, *, dst: bool) -> None:
+    def _rewrite(self, pkt: bytearray, target: Tuple5, *, dst: bool, pid: int = 0) -> None:
         t = self.ns.tables
+        rec = self.ns.lab.rec
+        if rec is None or rec.pid != pid:
+            rec = None
         ihl = (pkt[0] & 0xF) * 4
         proto = pkt[9]
         addr_off = 16 if dst else 12
@@ -310,16 +334,22 @@ class Netfilter:
         want = target[1] if dst else target[0]
         if cur != want:
             t.set_ipv4_addr(pkt, 0, 1 if dst else 0, want)
+            if rec is not None:
+                rec.op(NAT, 0, 1 if dst else 0, want)
         if proto in (6, 17) and len(pkt) >= ihl + 4 and not (struct.unpack_from("!H", pkt, 6)[0] & 0x1FFF):
             port_off = ihl + (2 if dst else 0)
             cur_port = struct.unpack_from("!H", pkt, port_off)[0]
             want_port = target[4] if dst else target[3]
             if cur_port != want_port:
                 t.set_l4_port(pkt, 0, 1 if dst else 0, want_port)
+                if rec is not None:
+                    rec.op(NAT, 1, 1 if dst else 0, want_port)
         elif proto == 1 and len(pkt) >= ihl + 8 and pkt[ihl] in (0, 8):
             # The echo id is both "ports" of an ICMP tuple: either manipulation may restore it.
             if struct.unpack_from("!H", pkt, ihl + 4)[0] != target[3]:
                 t.set_l4_port(pkt, 0, 0, target[3])
+                if rec is not None:
+                    rec.op(NAT, 1, 0, target[3])
 
     def _translate_related(self, ctx: Ctx, *, dst: bool) -> bool:
         """An ICMP error about a NATed flow: translate the outer header and the quoted packet."""
@@ -376,6 +406,9 @@ class Netfilter:
         t = self.rules.tables[table]
         stack: list[tuple[str, int]] = []
         name, i = chain, 0
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid != ctx.pid:
+            rec = None
         while True:
             rules = t.chains[name].rules
             if i >= len(rules):
@@ -383,6 +416,8 @@ class Netfilter:
                     c = t.chains[chain]
                     c.pkts += 1
                     c.bytes += ctx.info.length
+                    if rec is not None:
+                        rec.op(RULE, c, ctx.info.length)
                     return c.policy
                 name, i = stack.pop()
                 continue
@@ -392,6 +427,8 @@ class Netfilter:
                 continue
             rule.pkts += 1
             rule.bytes += ctx.info.length
+            if rec is not None:
+                rec.op(RULE, rule, ctx.info.length)
             tgt = rule.target
             if tgt is None:
                 continue
@@ -442,6 +479,10 @@ class Netfilter:
 
     def _match(self, name: str, o: dict[str, Any], ctx: Ctx) -> bool:
         src, dst, proto, sport, dport = ctx.info.tuple
+        if name not in STATIC_MATCHES:
+            rec = self.ns.lab.rec
+            if rec is not None and rec.pid == ctx.pid:
+                rec.fail(f"-m {name} depends on more than the flow")
         if name in ("tcp", "udp"):
             if proto != (6 if name == "tcp" else 17):
                 return False

@@ -29,21 +29,32 @@ class Segment:
         self.nics.append(nic)
         self._ids[len(self._ids) + 1] = nic
         nic.segment_port = len(self._ids)  # type: ignore[attr-defined]
+        self.lab.bump()
 
     def detach(self, nic: Link) -> None:
         self.nics.remove(nic)
+        self.lab.bump()
         self.fdb.flush_port(nic.segment_port)  # type: ignore[attr-defined]
 
     def send(self, src_nic: Link, frame: bytes, pid: int) -> None:
         now = self.lab.clock.now
         src = int.from_bytes(frame[6:12], "big")
         dst = int.from_bytes(frame[0:6], "big")
+        rec = self.lab.rec
+        if rec is not None and rec.pid != pid:
+            rec = None
         if not is_multicast_mac(src):
-            self.fdb.learn(src, 0, src_nic.segment_port, now)  # type: ignore[attr-defined]
+            learned = self.fdb.learn(src, 0, src_nic.segment_port, now)  # type: ignore[attr-defined]
+            if rec is not None:
+                rec.fdb(self.fdb, src, src_nic.segment_port, learn=True, ok=not learned)  # type: ignore[attr-defined]
         port = -1 if is_multicast_mac(dst) else self.fdb.lookup(dst, 0, now)
+        if rec is not None:
+            rec.fdb(self.fdb, dst, port, learn=False, ok=port > 0)
         targets = [self._ids[port]] if port > 0 and self._ids.get(port) in self.nics else [
             n for n in self.nics if n is not src_nic
         ]
         for nic in targets:
             if nic is not src_nic:
+                if rec is not None:
+                    rec.wire(self.delay)
                 self.lab.clock.call_later(self.delay, lambda n=nic: n.rx(frame, pid))

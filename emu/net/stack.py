@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from emu import frames
 from emu.net.addr import BROADCAST_MAC, int2ip, int2mac, is_multicast_mac, mac_bytes
+from emu.net.flowcache import PUSH, SINK, STRIP, TRIM, TTL
 from emu.net.route import BLACKHOLE, BROADCAST, LOCAL, PROHIBIT, SCOPE_LINK, UNREACHABLE, Route
 from emu.trace import Drop
 
@@ -51,7 +52,12 @@ class Stack:
     # --- input ---------------------------------------------------------------------
     def l2_input(self, dev: Link, frame: bytes, pid: int) -> None:
         """netif_receive_skb: sort by destination MAC and ethertype."""
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid != pid:
+            rec = None
         if dev.l3:
+            if rec is not None:
+                rec.fail("l3 device")
             self.ip_input(dev, frame, pid, to_host=True)
             return
         if len(frame) < 14:
@@ -64,6 +70,10 @@ class Stack:
             return
         etype = frame[12:14]
         if etype == ETH_IP:
+            if rec is not None:
+                rec.op(STRIP, 14)
+                if multicast:
+                    rec.fail("multicast")
             self.ip_input(dev, frame[14:], pid, to_host=not multicast)
         elif etype == b"\x08\x06":
             self.arp_input(dev, frame[14:], pid)
@@ -150,6 +160,9 @@ class Stack:
             return
         if total < len(pkt):
             pkt = pkt[:total]  # Ethernet padding
+            rec = self.ns.lab.rec
+            if rec is not None and rec.pid == pid:
+                rec.op(TRIM, total)
         nf = self.ns.netfilter
         if nf.enabled:
             buf = bytearray(pkt)
@@ -210,6 +223,9 @@ class Stack:
             return
         buf = bytearray(pkt)
         ttl = self.t.ttl_decrement(buf, 0)
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid == pid:
+            rec.op(TTL, 0)
         self.ns.note(dev, pid, "forward", f"forward: ttl {ttl + 1} -> {ttl}")
         nf = self.ns.netfilter
         if nf.enabled and not nf.forward(dev, self.ns.links[r.dev or "lo"], buf, pid):
@@ -238,6 +254,9 @@ class Stack:
         proto = pkt[9]
         src, dst = struct.unpack_from("!II", pkt, 12)
         body = pkt[ihl:]
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid == pid and (proto != UDP or broadcast):
+            rec.fail("local delivery")
         if proto == ICMP:
             self._icmp_input(dev, pkt, body, pid, broadcast)
         elif proto == UDP:
@@ -364,6 +383,9 @@ class Stack:
                 decap = self.t.vxlan_decap(pkt, 0)
                 if decap is None or decap[0] != link.vni:  # type: ignore[attr-defined]
                     continue
+                rec = self.ns.lab.rec
+                if rec is not None and rec.pid == pid:
+                    rec.op(STRIP, decap[1])
                 self.ns.note(dev, pid, "decap", f"vxlan vni {decap[0]} from {int2ip(src)} into {link.ifname}")
                 link.decap(src, pkt[decap[1]:], pid)  # type: ignore[attr-defined]
                 return
@@ -374,6 +396,12 @@ class Stack:
                 self.icmp_error(pkt, ICMP_DEST_UNREACH, PORT_UNREACH, pid)
             return
         self.ns.note(dev, pid, "deliver", f"udp {int2ip(src)}:{sport} -> port {dport}: delivered to a socket")
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid == pid:
+            if isinstance(handler, self.t.UdpSink):
+                rec.op(SINK, handler, len(body) - 8)
+            else:
+                rec.fail("socket")
         handler(src, sport, dst, dport, body[8:], pid)
 
     # --- output ---------------------------------------------------------------------
@@ -453,6 +481,9 @@ class Stack:
             self.ns.drop(None, pid, Drop.NO_ROUTE, f"route {r.describe()}: no device")
             return
         self.ns.note(dev, pid, "route", f"route {r.describe()}")
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid != pid:
+            rec = None
         nf = self.ns.netfilter
         if nf.enabled:
             buf = bytearray(pkt)
@@ -462,6 +493,9 @@ class Stack:
             if not ok:
                 return
             pkt = bytes(buf)
+        if rec is not None and (r.type == LOCAL or dev.kind == "loopback" or len(pkt) > dev.mtu or dev.l3
+                                or r.type == BROADCAST or dst == 0xFFFFFFFF):
+            rec.fail("output: local, fragmented, l3 or broadcast")
         if r.type == LOCAL or dev.kind == "loopback":
             dev = self.ns.links["lo"]
             dev.xmit(bytes(12) + ETH_IP + pkt, pid)
@@ -493,6 +527,8 @@ class Stack:
         src = int.from_bytes(pkt[12:16], "big")
 
         def send(mac: int, dev: Link = dev) -> None:
+            if rec is not None:
+                rec.op(PUSH, mac_bytes(mac) + mac_bytes(dev.mac) + ETH_IP)
             self.ns.note(dev, pid, "neigh", f"neigh {int2ip(nexthop)} lladdr {int2mac(mac)}")
             for piece in pieces:
                 dev.xmit(mac_bytes(mac) + mac_bytes(dev.mac) + ETH_IP + piece, pid)
@@ -582,6 +618,12 @@ class Stack:
 
             raise NetError(f"bind: port {port}: Address already in use", rc=1, netns=self.ns.name)
         self.udp_sockets[port] = handler
+
+    def udp_sink(self, port: int):  # noqa: ANN201 - the data plane's UdpSink
+        """Binds a counting sink on `port` (packets and payload bytes); the fast path feeds it in C."""
+        sink = self.t.UdpSink()
+        self.udp_bind(port, sink)
+        return sink
 
     def udp_close(self, port: int) -> None:
         self.udp_sockets.pop(port, None)

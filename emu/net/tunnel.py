@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from emu.net.addr import int2ip, int2mac
+from emu.net.flowcache import VXLAN
 from emu.net.link import Link
 from emu.trace import Drop
 
@@ -35,6 +36,11 @@ class Vxlan(Link):
     def wire(self, frame: bytes, pid: int) -> None:
         dst = int.from_bytes(frame[0:6], "big")
         remotes = self.vfdb.get(dst) or self.vfdb.get(ZERO_MAC, [])
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid != pid:
+            rec = None
+        if rec is not None and len(remotes) != 1:
+            rec.fail("vxlan: not one remote")
         if not remotes:
             self.ns.drop(self, pid, Drop.NO_NEIGH, f"vxlan {self.ifname}: no fdb entry for {int2mac(dst)}")
             return
@@ -54,8 +60,10 @@ class Vxlan(Link):
             if src is None:
                 self.ns.drop(self, pid, Drop.NO_ROUTE, f"vxlan {self.ifname}: no source for {int2ip(remote)}")
                 continue
-            outer = t.vxlan_encap(frame, 0, 0, src, remote, sport, self.dstport, self.vni,
-                                  stack.next_ip_id(), self.ttl)[14:]
+            ident = stack.next_ip_id()
+            outer = t.vxlan_encap(frame, 0, 0, src, remote, sport, self.dstport, self.vni, ident, self.ttl)[14:]
+            if rec is not None:
+                rec.op(VXLAN, src, remote, sport, self.dstport, self.vni, self.ttl, stack, ident)
             self.ns.note(self, pid, "encap",
                          f"vxlan vni {self.vni} {int2ip(src)}:{sport} -> {int2ip(remote)}:{self.dstport}")
             stack.output_ip(bytes(outer), pid, origin=self)
@@ -64,7 +72,9 @@ class Vxlan(Link):
         """A VXLAN payload for our VNI arrived: learn if asked, then receive the inner frame."""
         if self.learning and len(inner) >= 12:
             src = int.from_bytes(inner[6:12], "big")
-            self.vfdb[src] = [outer_src]
+            if self.vfdb.get(src) != [outer_src]:
+                self.vfdb[src] = [outer_src]
+                self.ns.lab.bump()
         self.rx(inner, pid)
 
     def detail(self) -> dict[str, object]:
@@ -103,6 +113,9 @@ class Ipip(Link):
         self.counters.tx_packets += 1
         self.counters.tx_bytes += len(packet)
         self.ns.lab.capture_point(self, packet, "out", pid)
+        rec = self.ns.lab.rec
+        if rec is not None and rec.pid == pid:
+            rec.fail("ipip")
         stack = self.ns.stack
         src = self.local if self.local is not None else stack.select_source(outer_dst)
         if src is None:

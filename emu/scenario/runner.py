@@ -88,8 +88,9 @@ class Run:
     """One execution of a scenario on a fresh lab."""
 
     def __init__(self, sc: Scenario, *, seed: int | None = None, pure_python: bool | None = None,
-                 capture_all: bool = False) -> None:
+                 capture_all: bool = False, fastpath: bool = True) -> None:
         self.sc = sc
+        self.fastpath = fastpath
         self.seed = sc.seed if seed is None else seed
         self.pure_python = pure_python
         self.capture_all = capture_all
@@ -101,7 +102,7 @@ class Run:
     # --- building ------------------------------------------------------------------
     def build(self) -> Lab:
         sc = self.sc
-        lab = Lab(seed=self.seed, pure_python=self.pure_python)
+        lab = Lab(seed=self.seed, pure_python=self.pure_python, fastpath=self.fastpath)
         self.lab = lab
         if sc.cluster is not None:
             self._build_cluster(lab, sc.cluster)
