@@ -2362,6 +2362,19 @@ cdef class UdpSink:
         self.bytes += len(payload)
 
 
+cdef class IpIdent:
+    """A stack's IPv4 identification counter (the next datagram gets value + 1); the flow cache stamps it."""
+
+    cdef public uint32_t value
+
+    def __cinit__(self, value=0):
+        self.value = value & 0xFFFF
+
+    def next(self):
+        self.value = (self.value + 1) & 0xFFFF
+        return self.value
+
+
 cdef class LinkCounters:
     """A link's rx/tx counters (`ip -s link`); C fields so the flow cache counts without Python."""
 
@@ -2393,6 +2406,9 @@ cdef enum:
 
 DEF FLOW_BUF = 70000
 DEF FLOW_HEADROOM = 1024
+DEF VEC = 256  # frames in a staged vector
+DEF SLOT = 2048  # bytes per frame slot of a vector (frames up to SLOT - SLOT_HEAD)
+DEF SLOT_HEAD = 512
 cdef int NUD_SEND = 0x02 | 0x08 | 0x10 | 0x40 | 0x80
 
 ctypedef struct FOp:
@@ -2418,6 +2434,7 @@ cdef class FlowProg:
     cdef list refs
     cdef int sink
     cdef int handoff
+    cdef int staged  # only data steps: may run stage by stage over a vector of frames
 
     def __dealloc__(self):
         free(self.ops)
@@ -2439,10 +2456,17 @@ cdef class FlowExec:
     cdef uint8_t *buf
     cdef object s_in
     cdef object s_out
+    cdef uint8_t *vbuf
+    cdef Py_ssize_t vhead[VEC]
+    cdef Py_ssize_t vtail[VEC]
+    cdef double vnow[VEC]
+    cdef void *vprog[VEC]
+    cdef public long long staged  # frames that ran in staged vectors
 
     def __cinit__(self, lab, record_cls, linktype_eth, linktype_raw):
         self.buf = <uint8_t *>malloc(FLOW_BUF)
-        if self.buf == NULL:
+        self.vbuf = <uint8_t *>malloc(VEC * SLOT)
+        if self.buf == NULL or self.vbuf == NULL:
             raise MemoryError()
         self.lab = lab
         self.record_cls = record_cls
@@ -2453,6 +2477,7 @@ cdef class FlowExec:
 
     def __dealloc__(self):
         free(self.buf)
+        free(self.vbuf)
 
     def compile(self, ops):
         """The C form of a program; ValueError when a step has objects it cannot drive in C."""
@@ -2462,6 +2487,7 @@ cdef class FlowExec:
         p.refs = []
         p.sink = 0
         p.handoff = 0
+        stacks = []
         p.n = len(ops)
         p.ops = <FOp *>malloc(sizeof(FOp) * (p.n if p.n else 1))
         if p.ops == NULL:
@@ -2496,9 +2522,12 @@ cdef class FlowExec:
             elif code == F_NAT:
                 o.a, o.b, o.c = op[1], op[2], op[3]
             elif code == F_VXLAN:
+                stacks.append(id(op[7]))
+                if not isinstance(op[7].ip_ident, IpIdent):
+                    raise ValueError("the stack's IP ID counter is not the data plane's")
                 o.a, o.b, o.c, o.d = op[1], op[2], op[3], op[4]
                 o.e = (op[5] << 8) | op[6]
-                o.o1 = <void *>op[7]
+                o.o1 = <void *>op[7].ip_ident  # kept alive by the stack, which the step holds
                 o.f = op[8]
             elif code == F_FDB:
                 if not isinstance(op[1], FdbTable):
@@ -2532,6 +2561,10 @@ cdef class FlowExec:
                 p.handoff = 1
             else:
                 raise ValueError(f"unknown step {code}")
+        # Stage by stage keeps every table's end state and counter as frame by frame would, unless a step
+        # needs the frames' order (capture records, a handoff, one IP ID counter used twice).
+        p.staged = (not p.handoff and len(stacks) == len(set(stacks)) and
+                    all(op[0] not in (F_RX, F_TX) or op[2] is None for op in ops))
         return p
 
     cdef double _valid(self, FlowProg p, const uint8_t *f, Py_ssize_t n, double now, double limit,
@@ -2576,19 +2609,102 @@ cdef class FlowExec:
                 break
         return now if now < limit and now <= horizon else -1.0
 
-    cdef int _apply(self, FlowProg p, const uint8_t *f, Py_ssize_t n, object pid, double now,
-                    list seen, double horizon=-1.0) except -1:
-        cdef uint8_t *b = self.buf
-        cdef Py_ssize_t head = FLOW_HEADROOM, tail = FLOW_HEADROOM + n
-        cdef int i
-        cdef FOp *o
+    cdef inline int _data_op(self, FOp *o, uint8_t *b, Py_ssize_t *head, Py_ssize_t *tail, double *now,
+                             bint dry) except -1:
+        """One step that only touches the frame, C counters and C tables (shared by both executors)."""
         cdef LinkCounters lc
         cdef HEnt *e
         cdef CtEnt *ce
         cdef ConntrackTable ct
         cdef uint8_t *h
         cdef uint32_t old, ulen, c, ident
-        cdef object frame, rec, obj, clock, before
+        cdef object obj
+        if o.code == F_RX:
+            lc = <LinkCounters>o.o1
+            lc.rx_packets += 1
+            lc.rx_bytes += tail[0] - head[0]
+        elif o.code == F_TX:
+            lc = <LinkCounters>o.o1
+            lc.tx_packets += 1
+            lc.tx_bytes += tail[0] - head[0]
+        elif o.code == F_WIRE:
+            now[0] += o.f
+        elif o.code == F_STRIP:
+            head[0] += o.a
+        elif o.code == F_TRIM:
+            tail[0] = head[0] + o.a
+        elif o.code == F_PUSH:
+            head[0] -= o.a
+            memcpy(b + head[0], PyBytes_AS_STRING(<bytes>o.o1), o.a)
+        elif o.code == F_TTL:
+            h = b + head[0] + o.a
+            old = _rd16(h + 8)
+            h[8] -= 1
+            _csum_fix(h + 10, _neg16(old), _rd16(h + 8), False)
+        elif o.code == F_NAT:
+            if o.a:
+                _set_port(b + head[0], tail[0] - head[0], 0, <int>o.b, <uint16_t>o.c)
+            else:
+                _set_addr(b + head[0], tail[0] - head[0], 0, <int>o.b, <uint32_t>o.c)
+        elif o.code == F_VXLAN:
+            if dry:
+                ident = <uint32_t>o.f
+            else:
+                (<IpIdent>o.o1).value = ((<IpIdent>o.o1).value + 1) & 0xFFFF
+                ident = (<IpIdent>o.o1).value
+            ulen = <uint32_t>(tail[0] - head[0] + 16)
+            head[0] -= 36
+            h = b + head[0]
+            _fill_ip(h, 20 + ulen, ident, 0, o.e & 0xFF, 17, <uint32_t>o.a, <uint32_t>o.b, 0)
+            h += 20
+            _wr16(h, <uint32_t>o.c)
+            _wr16(h + 2, <uint32_t>o.d)
+            _wr16(h + 4, ulen)
+            _wr16(h + 6, 0)
+            _wr32(h + 8, 0x08000000)
+            _wr32(h + 12, <uint32_t>((o.e >> 8) << 8))
+            c = (~_fold(_inet_acc(h, ulen, _pseudo(<uint32_t>o.a, <uint32_t>o.b, 17, ulen)))) & 0xFFFF
+            _wr16(h + 6, c if c else 0xFFFF)
+        elif dry:
+            return 0
+        elif o.code == F_FDB:
+            if o.c:
+                e = _ht_find(&(<FdbTable>o.o1).h, (<uint64_t>o.a << 12))
+                if e != NULL and not e.aux:
+                    e.t = now[0]
+        elif o.code == F_CT:
+            ct = <ConntrackTable>o.o1
+            ce = ct._ent(o.a)
+            ce.state = <int32_t>o.c
+            ce.status = <uint32_t>o.d
+            ce.expires = now[0] + o.f
+            if ce.expires < ct.heap[ce.hpos].key:
+                ct.heap[ce.hpos].key = ce.expires
+                ct._sift_up(ce.hpos)
+            ce.pkts[o.b] += 1
+            ce.nbytes[o.b] += <uint64_t>o.e
+        elif o.code == F_RULE:
+            obj = <object>o.o1
+            obj.pkts += 1
+            obj.bytes += o.a
+        elif o.code == F_SINK:
+            obj = <object>o.o1
+            if isinstance(obj, UdpSink):
+                (<UdpSink>obj).packets += 1
+                (<UdpSink>obj).bytes += o.a
+            else:
+                obj.packets += 1
+                obj.bytes += o.a
+        return 0
+
+    cdef int _apply(self, FlowProg p, const uint8_t *f, Py_ssize_t n, object pid, double now,
+                    list seen, double horizon=-1.0) except -1:
+        """Carries one frame through every step (frame at a time); `seen` collects bytes instead (dry run)."""
+        cdef uint8_t *b = self.buf
+        cdef Py_ssize_t head = FLOW_HEADROOM, tail = FLOW_HEADROOM + n
+        cdef int i
+        cdef FOp *o
+        cdef object frame, rec, obj, clock, before, outer
         cdef bint tracing = self.trace.enabled
         if n + FLOW_HEADROOM > FLOW_BUF:
             raise ValueError("frame too large for the flow cache")
@@ -2599,88 +2715,20 @@ cdef class FlowExec:
                 if seen is not None:
                     seen.append(PyBytes_FromStringAndSize(<char *>(b + head), tail - head))
                     continue
-                lc = <LinkCounters>o.o1
-                if o.code == F_RX:
-                    lc.rx_packets += 1
-                    lc.rx_bytes += tail - head
-                else:
-                    lc.tx_packets += 1
-                    lc.tx_bytes += tail - head
+                self._data_op(o, b, &head, &tail, &now, False)
                 if o.o2 != NULL:
                     frame = PyBytes_FromStringAndSize(<char *>(b + head), tail - head)
                     rec = self.record_cls(now, <object>o.o3, frame, self.s_in if o.code == F_RX else self.s_out,
                                           <object>o.o4, o.a, pid)
                     (<list>o.o2).append(rec)
                     self.records.append(rec)
-            elif o.code == F_WIRE:
-                now += o.f
-            elif o.code == F_STRIP:
-                head += o.a
-            elif o.code == F_TRIM:
-                tail = head + o.a
-            elif o.code == F_PUSH:
-                head -= o.a
-                memcpy(b + head, PyBytes_AS_STRING(<bytes>o.o1), o.a)
-            elif o.code == F_TTL:
-                h = b + head + o.a
-                old = _rd16(h + 8)
-                h[8] -= 1
-                _csum_fix(h + 10, _neg16(old), _rd16(h + 8), False)
-            elif o.code == F_NAT:
-                if o.a:
-                    _set_port(b + head, tail - head, 0, <int>o.b, <uint16_t>o.c)
-                else:
-                    _set_addr(b + head, tail - head, 0, <int>o.b, <uint32_t>o.c)
-            elif o.code == F_VXLAN:
-                ident = <uint32_t>o.f if seen is not None else <uint32_t>((<object>o.o1).next_ip_id())
-                ulen = <uint32_t>(tail - head + 16)
-                head -= 36
-                h = b + head
-                _fill_ip(h, 20 + ulen, ident, 0, o.e & 0xFF, 17, <uint32_t>o.a, <uint32_t>o.b, 0)
-                h += 20
-                _wr16(h, <uint32_t>o.c)
-                _wr16(h + 2, <uint32_t>o.d)
-                _wr16(h + 4, ulen)
-                _wr16(h + 6, 0)
-                _wr32(h + 8, 0x08000000)
-                _wr32(h + 12, <uint32_t>((o.e >> 8) << 8))
-                c = (~_fold(_inet_acc(h, ulen, _pseudo(<uint32_t>o.a, <uint32_t>o.b, 17, ulen)))) & 0xFFFF
-                _wr16(h + 6, c if c else 0xFFFF)
-            elif seen is not None:
-                continue
-            elif o.code == F_FDB:
-                if o.c:
-                    e = _ht_find(&(<FdbTable>o.o1).h, (<uint64_t>o.a << 12))
-                    if e != NULL and not e.aux:
-                        e.t = now
-            elif o.code == F_CT:
-                ct = <ConntrackTable>o.o1
-                ce = ct._ent(o.a)
-                ce.state = <int32_t>o.c
-                ce.status = <uint32_t>o.d
-                ce.expires = now + o.f
-                if ce.expires < ct.heap[ce.hpos].key:
-                    ct.heap[ce.hpos].key = ce.expires
-                    ct._sift_up(ce.hpos)
-                ce.pkts[o.b] += 1
-                ce.nbytes[o.b] += <uint64_t>o.e
-            elif o.code == F_RULE:
-                obj = <object>o.o1
-                obj.pkts += 1
-                obj.bytes += o.a
-            elif o.code == F_SINK:
-                obj = <object>o.o1
-                if isinstance(obj, UdpSink):
-                    (<UdpSink>obj).packets += 1
-                    (<UdpSink>obj).bytes += o.a
-                else:
-                    obj.packets += 1
-                    obj.bytes += o.a
             elif o.code == F_NOTE:
-                if tracing:
+                if tracing and seen is None:
                     obj = <object>o.o1
                     self.lab.record(obj[6](now, obj[1], obj[2], obj[3], obj[4], obj[5]), pid)
             elif o.code == F_HANDOFF:
+                if seen is not None:
+                    return 0
                 # The slow path goes on at `now`, within the same horizon (later programs may run too).
                 clock = self.lab.clock
                 before, outer = clock.now, clock.horizon
@@ -2690,6 +2738,8 @@ cdef class FlowExec:
                 finally:
                     clock.now, clock.horizon = before, outer
                 return 0
+            else:
+                self._data_op(o, b, &head, &tail, &now, seen is not None)
         return 0
 
     def run(self, FlowProg p, frame, pid, double now, double limit, double horizon):
@@ -2709,11 +2759,12 @@ cdef class FlowExec:
         return seen
 
     def send(self, list progs, list templates, array.array sent, Py_ssize_t start, Py_ssize_t total,
-             double t0, double interval, double limit, double final):
+             double t0, double interval, double limit, double final, bint vector=True):
         """Frames start..total-1 of a generator: frame i is flow i mod len(templates), stamped with IP ID
         template + sent[flow], arriving at t0 + i * interval. Runs them while each flow has a program and
         every journey ends before `limit` (the next clock event) and by the time the next frame arrives
-        (the last one: by `final`); returns how many ran (the caller takes over from there)."""
+        (the last one: by `final`); returns how many ran (the caller takes over from there).
+        `vector`: runs of frames whose programs have the same steps go stage by stage (VEC at a time)."""
         cdef Py_ssize_t i, nflows = len(templates)
         cdef int k
         cdef bytes tpl
@@ -2724,14 +2775,23 @@ cdef class FlowExec:
         cdef double now
         cdef object lab = self.lab
         cdef int64_t *cnt = <int64_t *>sent.data.as_voidptr
+        cdef Py_ssize_t v
+        cdef bint tracing = self.trace.enabled
         if len(sent) != nflows or len(progs) != nflows:
             raise ValueError("one program slot and one counter per flow")
-        for i in range(start, total):
+        i = start
+        while i < total:
             k = <int>(i % nflows)
             obj = progs[k]
             if obj is None:
                 return i - start
             p = <FlowProg>obj
+            if vector and p.staged and not tracing:
+                v = self._vector(progs, templates, cnt, i, total, t0, interval, limit, final)
+                if v == 0:
+                    return i - start
+                i += v
+                continue
             tpl = <bytes>templates[k]
             n = PyBytes_GET_SIZE(tpl)
             if n < 34 or n > 4096:
@@ -2751,4 +2811,64 @@ cdef class FlowExec:
             self._apply(p, w, n, lab._pid, now, None, until)
             if p.handoff:
                 return i - start + 1  # the slow path may have scheduled events: the caller looks again
+            i += 1
         return total - start
+
+    cdef Py_ssize_t _vector(self, list progs, list templates, int64_t *cnt, Py_ssize_t i0, Py_ssize_t total,
+                            double t0, double interval, double limit, double final) except -1:
+        """Up to VEC frames from i0 whose programs have the same steps: validate and stamp each, then
+        run step 1 for all, step 2 for all, ... Returns how many ran (0: frame i0 may not run now)."""
+        cdef Py_ssize_t nflows = len(templates), i, n, v = 0, s
+        cdef int k, j
+        cdef FlowProg first = None, q
+        cdef bytes tpl
+        cdef uint8_t *w
+        cdef uint32_t old, new
+        cdef double now
+        while v < VEC and i0 + v < total:
+            i = i0 + v
+            k = <int>(i % nflows)
+            obj = progs[k]
+            if obj is None:
+                break
+            q = <FlowProg>obj
+            if first is None:
+                first = q
+            elif q is not first:
+                if not q.staged or q.n != first.n:
+                    break
+                for j in range(q.n):
+                    if q.ops[j].code != first.ops[j].code:
+                        break
+                else:
+                    j = q.n
+                if j != q.n:
+                    break
+            tpl = <bytes>templates[k]
+            n = PyBytes_GET_SIZE(tpl)
+            if n < 34 or n > SLOT - SLOT_HEAD:
+                break
+            w = self.vbuf + v * SLOT + SLOT_HEAD
+            memcpy(w, PyBytes_AS_STRING(tpl), n)
+            old = _rd16(w + 18)
+            new = (old + <uint64_t>cnt[k]) & 0xFFFF
+            _csum_fix(w + 24, _neg16(old), new, False)
+            _wr16(w + 18, new)
+            now = t0 + i * interval
+            if self._valid(q, w, n, now, limit, t0 + (i + 1) * interval if i + 1 < total else final) < 0:
+                break
+            cnt[k] += 1
+            self.vhead[v] = SLOT_HEAD
+            self.vtail[v] = SLOT_HEAD + n
+            self.vnow[v] = now
+            self.vprog[v] = <void *>q
+            v += 1
+        if v == 0:
+            return 0
+        for j in range(first.n):
+            for s in range(v):
+                q = <FlowProg>self.vprog[s]
+                self._data_op(&q.ops[j], self.vbuf + s * SLOT, &self.vhead[s], &self.vtail[s], &self.vnow[s], False)
+        self.lab._pid += v
+        self.staged += v
+        return v

@@ -1077,6 +1077,17 @@ class ConntrackTable:
         return f"<ConntrackTable entries={len(self._e)}>"
 
 
+class IpIdent:
+    """A stack's IPv4 identification counter (the next datagram gets value + 1)."""
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value & 0xFFFF
+
+    def next(self) -> int:
+        self.value = (self.value + 1) & 0xFFFF
+        return self.value
+
+
 class LinkCounters:
     """A link's rx/tx counters (`ip -s link`)."""
 
@@ -1120,6 +1131,7 @@ class FlowExec:
     def __init__(self, lab, record_cls, linktype_eth: int, linktype_raw: int) -> None:  # noqa: ANN001
         self.lab = lab
         self.record_cls = record_cls
+        self.staged = 0  # frames run in staged vectors: none here, every frame goes through its steps in turn
 
     def compile(self, ops: list) -> list:
         """The executor's form of a program (here: the steps themselves, after a sanity check)."""
@@ -1159,10 +1171,11 @@ class FlowExec:
         return now if now < limit and now <= horizon else -1.0
 
     def send(self, progs: list, templates: list, sent: Any, start: int, total: int, t0: float, interval: float,
-             limit: float, final: float) -> int:
+             limit: float, final: float, vector: bool = True) -> int:
         """Generator frames start..total-1 (frame i: flow i mod n, IP ID template + sent[flow], at t0 + i * interval)
         while each has a program, ends before `limit` (the next clock event) and by the time the next frame
-        arrives (the last one: by `final`); returns how many ran."""
+        arrives (the last one: by `final`); returns how many ran. (The compiled executor runs `vector`s of
+        frames stage by stage; here every frame goes through all its steps in turn, with the same result.)"""
         lab, nflows = self.lab, len(templates)
         for i in range(start, total):
             k = i % nflows
@@ -1236,7 +1249,7 @@ class FlowExec:
                 else:
                     set_ipv4_addr(buf, 0, op[2], op[3])
             elif code == _VXLAN:
-                ident = op[8] if seen is not None else op[7].next_ip_id()
+                ident = op[8] if seen is not None else op[7].ip_ident.next()
                 buf[:] = vxlan_encap(buf, 0, 0, op[1], op[2], op[3], op[4], op[5], ident, op[6])[14:]
             elif seen is not None:
                 continue

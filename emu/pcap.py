@@ -34,7 +34,7 @@ _LEN = struct.Struct("<I")
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")  # by len % 4
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One captured frame; `comments` may still grow while the frame's hop is processed."""
 

@@ -55,6 +55,8 @@ class Generator:
         self.templates = [bytes(f) for f in frames]
         self.sent = array("q", [0] * len(frames))  # frames sent per flow: the IP ID offset of the next one
         self._keys: list[bytes | None] | None = None
+        self._progs: list[object] | None = None  # each flow's compiled program, as of lab version _version
+        self._version = -1
 
     def stamp(self, flow: int) -> bytes:
         """The next frame of `flow`: its template with IP ID + n and the header checksum fixed."""
@@ -68,9 +70,10 @@ class Generator:
         return bytes(frame)
 
     def send(self, count: int, *, interval: float = 1e-4, start: float | None = None, drain: float = 0.01,
-             batch: bool = True) -> int:
+             batch: bool = True, vector: bool = True) -> int:
         """Frame i (of flow i mod n) arrives at start + i * interval; runs the clock `drain` past the last.
-        `batch`: runs of frames go to the flow cache in one call (else one call per frame)."""
+        `batch`: runs of frames go to the flow cache in one call (else one Python call per frame);
+        `vector`: in a batch, frames go stage by stage in vectors (else each through all its steps in turn)."""
         clock = self.lab.clock
         t0 = clock.now if start is None else start
         n = len(self.templates)
@@ -78,7 +81,7 @@ class Generator:
         i = 0
         while i < count:
             clock.run_until(t0 + i * interval)  # what is due before frame i arrives (as the slow path would)
-            done = self._fast(i, count, t0, interval, final) if batch else 0
+            done = self._fast(i, count, t0, interval, final, vector) if batch else 0
             i += done
             if i >= count:
                 break
@@ -86,11 +89,13 @@ class Generator:
                 continue
             # Until the next frame arrives nothing looks: a program may carry this one if it is done by then.
             self.lab.inject(self.link, self.stamp(i % n), horizon=t0 + (i + 1) * interval if i + 1 < count else final)
+            if self._progs is not None:
+                self._progs[i % n] = self._program(i % n)  # the slow path may have compiled it
             i += 1
         clock.run_until(final)
         return count
 
-    def _fast(self, start: int, total: int, t0: float, interval: float, final: float) -> int:
+    def _fast(self, start: int, total: int, t0: float, interval: float, final: float, vector: bool) -> int:
         """Runs frames start.. through the flow cache's programs in one C call while it can."""
         flows = self.lab.flows
         if flows is None:
@@ -98,11 +103,21 @@ class Generator:
         if self._keys is None:
             uid = flows.uid(self.link)
             self._keys = [flow_key(uid, t) for t in self.templates]
-        progs = flows.compiled_for(self._keys)
-        if progs is None:
+        if self._progs is None or self._version != self.lab.version:
+            self._version = self.lab.version
+            self._progs = [self._program(k) for k in range(len(self._keys))]
+        if self._progs[start % len(self._progs)] is None:
             return 0
         nxt = self.lab.clock.next_time()
-        done = flows.exec.send(progs, self.templates, self.sent, start, total, t0, interval,
-                               float("inf") if nxt is None else nxt, final)
+        done = flows.exec.send(self._progs, self.templates, self.sent, start, total, t0, interval,
+                               float("inf") if nxt is None else nxt, final, vector)
         flows.hits += done
         return done
+
+    def _program(self, k: int) -> object:
+        """Flow k's current compiled program, or None (also for one that hands off to the slow path: such
+        frames go one by one through the flow cache, which now and then records them again)."""
+        flows, key = self.lab.flows, self._keys[k] if self._keys else None
+        prog = flows.programs.get(key) if flows is not None and key is not None else None
+        ok = prog is not None and prog.version == self.lab.version and not prog.partial
+        return prog.compiled if ok else None

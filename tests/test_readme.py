@@ -42,3 +42,11 @@ def test_readme_cni_example_runs(capsys) -> None:
     exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own example
     out = capsys.readouterr().out
     assert out.startswith("10.244.1.2/24\n") and "[step 1]" in out and "[step 5]" in out
+
+
+def test_readme_fast_path_example_runs(capsys) -> None:  # noqa: ANN001
+    text = (ROOT / "README.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "from emu.bench.topo import build" in b)
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102
+    out = capsys.readouterr().out
+    assert out.startswith("100000 {") and "'hits'" in out

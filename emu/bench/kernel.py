@@ -644,7 +644,8 @@ def _kernel_pps(topo: str, flows: int = 1, *, pcap: bool = False, packets: int =
 def _run(lab: _Lab, topo: str, flows: int, pcap: bool, use_tcpdump: bool, packets: int, seconds: float,
          sender: list[str], kind: str, notes: list[str]) -> KernelResult:
     ns = {role: lab.ns[role] for role in lab.ns}
-    plan = topology(topo, ns, bridged=lab.read("node", "/proc/sys/net/bridge/bridge-nf-call-iptables") == "1")
+    bridged = topo == "dnat" and lab.read("node", "/proc/sys/net/bridge/bridge-nf-call-iptables") == "1"
+    plan = topology(topo, ns, bridged=bridged)
     for role, tool, lines in plan.steps:
         lab.step(role, tool, lines)
     cpu, helper_cpu = _cpus()

@@ -43,7 +43,7 @@ def flow_key(uid: int, frame: bytes) -> bytes | None:
     head = uid.to_bytes(4, "little") + len(frame).to_bytes(2, "little") + frame[0:18] + frame[20:24] + frame[26:34]
     proto = frame[23]
     if proto == 17:
-        return head + frame[34:38] if len(frame) >= 42 else None
+        return head + frame[34:40] if len(frame) >= 42 else None
     if proto == 6:
         return head + frame[34:38] + frame[46:48] if len(frame) >= 54 else None
     if proto == 1:
@@ -90,6 +90,7 @@ class Recorder:
     entries: list[tuple[int, tuple[Any, ...]]] = field(default_factory=list)  # handoff points: (op index, guards)
     inflight: int = 0
     depth: int = 0
+    encaps: int = 0  # tunnel headers this journey added and has not removed yet
     wires: int = 0
     failed: int = -1  # op index where the first unknown step happened
     why: str = ""
@@ -134,6 +135,18 @@ class Recorder:
             self.fail("fdb learned or moved" if learn else "fdb miss")
         self.ops.append((FDB, table, mac, port, learn))
 
+    def encap(self, *op: Any) -> None:
+        self.encaps += 1
+        self.ops.append(op)
+
+    def decap(self, n: int) -> None:
+        """A tunnel header removed: only one this journey added (the key says nothing of what a packet
+        that came in encapsulated carries inside)."""
+        if self.encaps == 0:
+            self.fail("decapsulates the frame it came in as")
+        self.encaps -= 1
+        self.ops.append((STRIP, n))
+
     def wire(self, delay: float) -> None:
         self.wires += 1
         self.inflight += 1
@@ -165,13 +178,14 @@ class FlowCache:
         # key -> (version, frames to skip before recording it again, next backoff): a journey that could
         # not be compiled is not recorded again at every frame (1, 2, 4 ... 64 frames apart).
         self._backoff: dict[bytes, list[int]] = {}
-        self._uids: dict[int, int] = {}
+        self._links = 0
 
     def uid(self, link: Link) -> int:
+        """A small number for `link` in flow keys (given on first use)."""
         u = getattr(link, "_flow_uid", None)
         if u is None:
-            u = link._flow_uid = len(self._uids) + 1  # type: ignore[attr-defined]
-            self._uids[u] = u
+            self._links += 1
+            u = link._flow_uid = self._links  # type: ignore[attr-defined]
         return u
 
     # --- the entry point: a frame arrives on a link ----------------------------------------------------
@@ -213,15 +227,6 @@ class FlowCache:
             rec = self.rec = lab.rec = Recorder(lab, pid, link, key, bytes(frame))
             rec.depth = 1
         return False
-
-    def compiled_for(self, keys: list[bytes | None]) -> list[Any] | None:
-        """The current programs of a generator's flows (None in a slot without one); None if none has one."""
-        version = self.lab.version
-        out = []
-        for key in keys:
-            prog = self.programs.get(key) if key is not None else None
-            out.append(prog.compiled if prog is not None and prog.version == version else None)
-        return out if any(p is not None for p in out) else None
 
     def leave(self, pid: int) -> None:
         """Link.rx returns: when the recorded journey has nothing left in flight, compile it."""
@@ -289,4 +294,4 @@ class FlowCache:
 
     def stats(self) -> dict[str, Any]:
         return {"programs": len(self.programs), "hits": self.hits, "misses": self.misses,
-                "compiled": self.compiled, "rejected": dict(self.rejected)}
+                "compiled": self.compiled, "staged": self.exec.staged, "rejected": dict(self.rejected)}

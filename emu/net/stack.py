@@ -39,15 +39,14 @@ class Stack:
     def __init__(self, ns: Namespace) -> None:
         self.ns = ns
         self.t = ns.tables
-        self._ip_id = ns.lab.clock.rng.randrange(0x10000)
+        self.ip_ident = self.t.IpIdent(ns.lab.clock.rng.randrange(0x10000))
         self.icmp_handlers: list[IcmpHandler] = []
         self.udp_sockets: dict[int, UdpHandler] = {}
         self.tcp = None  # set by emu.net.tcp when first used
         self.reasm: dict[tuple[int, int, int, int], dict[str, object]] = {}
 
     def next_ip_id(self) -> int:
-        self._ip_id = (self._ip_id + 1) & 0xFFFF
-        return self._ip_id
+        return self.ip_ident.next()
 
     # --- input ---------------------------------------------------------------------
     def l2_input(self, dev: Link, frame: bytes, pid: int) -> None:
@@ -385,7 +384,7 @@ class Stack:
                     continue
                 rec = self.ns.lab.rec
                 if rec is not None and rec.pid == pid:
-                    rec.op(STRIP, decap[1])
+                    rec.decap(decap[1])
                 self.ns.note(dev, pid, "decap", f"vxlan vni {decap[0]} from {int2ip(src)} into {link.ifname}")
                 link.decap(src, pkt[decap[1]:], pid)  # type: ignore[attr-defined]
                 return

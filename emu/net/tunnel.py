@@ -63,7 +63,7 @@ class Vxlan(Link):
             ident = stack.next_ip_id()
             outer = t.vxlan_encap(frame, 0, 0, src, remote, sport, self.dstport, self.vni, ident, self.ttl)[14:]
             if rec is not None:
-                rec.op(VXLAN, src, remote, sport, self.dstport, self.vni, self.ttl, stack, ident)
+                rec.encap(VXLAN, src, remote, sport, self.dstport, self.vni, self.ttl, stack, ident)
             self.ns.note(self, pid, "encap",
                          f"vxlan vni {self.vni} {int2ip(src)}:{sport} -> {int2ip(remote)}:{self.dstport}")
             stack.output_ip(bytes(outer), pid, origin=self)
