@@ -2362,6 +2362,33 @@ cdef class UdpSink:
         self.bytes += len(payload)
 
 
+cdef class Record:
+    """One captured frame (emu.pcap); `comments` may still grow while the frame's hop is processed."""
+
+    cdef public double time
+    cdef public object ifname  # capture point name: netns/ifname
+    cdef public object frame
+    cdef public object direction
+    cdef public object comments
+    cdef public int linktype
+    cdef public object pid  # the frame id its decisions are recorded under
+
+    def __init__(self, time, ifname, frame, direction, comments, linktype=1, pid=0):
+        self.time, self.ifname, self.frame, self.direction = time, ifname, frame, direction
+        self.comments, self.linktype, self.pid = comments, linktype, pid
+
+    def __eq__(self, other):
+        return isinstance(other, Record) and (self.time, self.ifname, self.frame, self.direction, self.comments,
+                                              self.linktype, self.pid) == (other.time, other.ifname, other.frame,
+                                                                           other.direction, other.comments,
+                                                                           other.linktype, other.pid)
+
+    def __repr__(self):
+        return (f"Record(time={self.time!r}, ifname={self.ifname!r}, frame={self.frame!r}, "
+                f"direction={self.direction!r}, comments={self.comments!r}, linktype={self.linktype!r}, "
+                f"pid={self.pid!r})")
+
+
 cdef class IpIdent:
     """A stack's IPv4 identification counter (the next datagram gets value + 1); the flow cache stamps it."""
 
@@ -2705,6 +2732,7 @@ cdef class FlowExec:
         cdef int i
         cdef FOp *o
         cdef object frame, rec, obj, clock, before, outer
+        cdef Record r
         cdef bint tracing = self.trace.enabled
         if n + FLOW_HEADROOM > FLOW_BUF:
             raise ValueError("frame too large for the flow cache")
@@ -2718,8 +2746,15 @@ cdef class FlowExec:
                 self._data_op(o, b, &head, &tail, &now, False)
                 if o.o2 != NULL:
                     frame = PyBytes_FromStringAndSize(<char *>(b + head), tail - head)
-                    rec = self.record_cls(now, <object>o.o3, frame, self.s_in if o.code == F_RX else self.s_out,
-                                          <object>o.o4, o.a, pid)
+                    if self.record_cls is Record:
+                        r = Record.__new__(Record)
+                        r.time, r.ifname, r.frame = now, <object>o.o3, frame
+                        r.direction = self.s_in if o.code == F_RX else self.s_out
+                        r.comments, r.linktype, r.pid = <object>o.o4, <int>o.a, pid
+                        rec = r
+                    else:
+                        rec = self.record_cls(now, <object>o.o3, frame, self.s_in if o.code == F_RX else self.s_out,
+                                              <object>o.o4, o.a, pid)
                     (<list>o.o2).append(rec)
                     self.records.append(rec)
             elif o.code == F_NOTE:

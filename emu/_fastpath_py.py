@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import struct
 import sys
+from dataclasses import dataclass
 from typing import Any
 from array import array
 from collections.abc import Iterable
@@ -1075,6 +1076,19 @@ class ConntrackTable:
 
     def __repr__(self) -> str:
         return f"<ConntrackTable entries={len(self._e)}>"
+
+
+@dataclass(slots=True)
+class Record:
+    """One captured frame (emu.pcap); `comments` may still grow while the frame's hop is processed."""
+
+    time: float
+    ifname: str  # capture point name: netns/ifname
+    frame: bytes
+    direction: str
+    comments: list[str]
+    linktype: int = 1
+    pid: int = 0  # the frame id its decisions are recorded under
 
 
 class IpIdent:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from scapy.utils import PcapWriter
 
+from emu import fastpath
 from emu.fileio import atomic_path
 
 LINKTYPE_ETHERNET = 1
@@ -34,17 +34,9 @@ _LEN = struct.Struct("<I")
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")  # by len % 4
 
 
-@dataclass(slots=True)
-class Record:
-    """One captured frame; `comments` may still grow while the frame's hop is processed."""
-
-    time: float
-    ifname: str  # capture point name: netns/ifname
-    frame: bytes
-    direction: str
-    comments: list[str]
-    linktype: int = LINKTYPE_ETHERNET
-    pid: int = 0  # the frame id its decisions are recorded under
+# One captured frame: time, ifname (netns/ifname), frame, direction, comments, linktype, pid.
+# The compiled data plane's class when it is there (the flow cache makes them in C), else the twin's.
+Record = fastpath.load().Record
 
 
 class PcapNgWriter:

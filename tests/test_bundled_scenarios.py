@@ -14,6 +14,9 @@ from emu.scenario.runner import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+# Scenarios none of whose frames can run a program, and why (the equality still holds and is checked).
+NO_PROGRAMS = {"vxlan-overlay": "its pings enter node2 VXLAN-encapsulated by a host's own stack, and a program never "
+                                "decapsulates the frame it came in as (the key does not cover the inner packet)"}
 
 
 def test_there_are_bundled_scenarios() -> None:
@@ -73,4 +76,7 @@ def test_fast_path_changes_nothing(path: Path, tmp_path: Path) -> None:
     assert pcap0 == pcap1, "the fast path changed the captured frames"
     diff = first_difference(snap0, snap1)
     assert diff is None, diff
-    assert fast_lab.flows.hits > 0, "no frame of this scenario ran a compiled program"
+    if path.stem in NO_PROGRAMS:
+        assert fast_lab.flows.hits == 0 and fast_lab.flows.rejected, NO_PROGRAMS[path.stem]
+    else:
+        assert fast_lab.flows.hits > 0, "no frame of this scenario ran a compiled program"

@@ -134,17 +134,7 @@ class Lab:
 
     def settle(self, limit: float = 10.0) -> None:
         """Runs until no event is pending (or `limit` virtual seconds pass)."""
-        clock = self.clock
-        end = clock.now + limit
-        outer, clock.horizon = clock.horizon, end
-        try:
-            while True:
-                nxt = clock.next_time()
-                if nxt is None or nxt > end:
-                    break
-                clock.step()
-        finally:
-            clock.horizon = outer
+        self.clock.run_while(lambda: True, limit)
 
     # --- the trace and the captures ---------------------------------------------------
     def record(self, d: Decision, pid: int) -> None:
