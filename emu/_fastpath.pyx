@@ -2530,6 +2530,8 @@ cdef class FlowExec:
                 if not isinstance(op[1], LinkCounters):
                     raise ValueError("link counters are not the data plane's")
                 o.o1 = <void *>op[1]
+                if op[6] is not None:
+                    o.o5 = <void *>op[6]  # decisions recorded from here on start a new capture comment
                 if op[2] is not None:
                     name = op[2].name  # a property: keep the string alive with the program
                     p.refs.append(name)
@@ -2725,8 +2727,10 @@ cdef class FlowExec:
         return 0
 
     cdef int _apply(self, FlowProg p, const uint8_t *f, Py_ssize_t n, object pid, double now,
-                    list seen, double horizon=-1.0) except -1:
-        """Carries one frame through every step (frame at a time); `seen` collects bytes instead (dry run)."""
+                    list seen, double horizon=-1.0, bint hops=True) except -1:
+        """Carries one frame through every step (frame at a time); `seen` collects bytes instead (dry run).
+        `hops`: keep the lab's capture-comment contexts as the slow path would (needed when the slow path
+        may go on with this frame: inside a journey, after a handoff, or when decisions are recorded)."""
         cdef uint8_t *b = self.buf
         cdef Py_ssize_t head = FLOW_HEADROOM, tail = FLOW_HEADROOM + n
         cdef int i
@@ -2734,6 +2738,7 @@ cdef class FlowExec:
         cdef object frame, rec, obj, clock, before, outer
         cdef Record r
         cdef bint tracing = self.trace.enabled
+        cdef bint caps = hops and bool(self.lab._captured_links)  # capture comments follow hop contexts
         if n + FLOW_HEADROOM > FLOW_BUF:
             raise ValueError("frame too large for the flow cache")
         memcpy(b + head, f, n)
@@ -2743,6 +2748,8 @@ cdef class FlowExec:
                 if seen is not None:
                     seen.append(PyBytes_FromStringAndSize(<char *>(b + head), tail - head))
                     continue
+                if o.o5 != NULL and caps:
+                    self.lab.new_hop(pid, <object>o.o5)
                 self._data_op(o, b, &head, &tail, &now, False)
                 if o.o2 != NULL:
                     frame = PyBytes_FromStringAndSize(<char *>(b + head), tail - head)
@@ -2843,7 +2850,7 @@ cdef class FlowExec:
                 return i - start
             cnt[k] += 1
             lab._pid += 1
-            self._apply(p, w, n, lab._pid, now, None, until)
+            self._apply(p, w, n, lab._pid, now, None, until, p.handoff or tracing)
             if p.handoff:
                 return i - start + 1  # the slow path may have scheduled events: the caller looks again
             i += 1

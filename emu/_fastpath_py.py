@@ -1207,7 +1207,8 @@ class FlowExec:
                 return i - start
             sent[k] += 1
             lab._pid += 1
-            self._apply(ops, frame, lab._pid, now, None, until)
+            self._apply(ops, frame, lab._pid, now, None, until,
+                        lab.trace.enabled or ops[-1][0] == _HANDOFF)
             if ops[-1][0] == _HANDOFF:
                 return i - start + 1  # the slow path may have scheduled events: the caller looks again
         return total - start
@@ -1227,7 +1228,7 @@ class FlowExec:
         return seen
 
     def _apply(self, ops: list, buf: bytearray, pid: int, now: float, seen: list | None,
-               horizon: float = -1.0) -> None:
+               horizon: float = -1.0, hops: bool = True) -> None:
         lab = self.lab
         for op in ops:
             code = op[0]
@@ -1235,6 +1236,8 @@ class FlowExec:
                 if seen is not None:
                     seen.append(bytes(buf))
                     continue
+                if op[6] is not None and hops:
+                    lab.new_hop(pid, op[6])
                 c = op[1]
                 if code == _RX:
                     c.rx_packets += 1

@@ -6,8 +6,9 @@ delivered to a UDP sink in the receiving pod. Frames enter where the sender pod'
 them (the sender's own socket and IP output are the kernel's work only). Each is measured in
 batch mode (Generator.send: vectors of frames run stage by stage in C), frame by frame (in C, each
 frame through all its steps before the next), and in batch mode with a pcap on the receiving pod's
-host-side interface; against the kernel (root only, one pinned sender core) and a Scapy-only loop doing
-the same per-hop rewrites. `path.svc` is one node: a ClusterIP DNATed by conntrack to two
+host-side interface; against the kernel (root only, one pinned sender core), a Scapy-only loop doing
+the same per-hop rewrites, and the emulator's own slow path (`--no-fastpath`). `path.svc` is one
+node: a ClusterIP DNATed by conntrack to two
 backends (kube-proxy's statistic rule), a 500k-route table, FDB and MAC rewrite, against a
 pure-Python pipeline (struct + dict + pytricia).
 """
@@ -156,6 +157,9 @@ def _topo_rows(topo: str, quick: bool) -> Iterator[Row]:
         yield Row(f"{label} batch +pcap", _rate(g, sink, count // 4), "kernel + tcpdump", base[True], "pps",
                   note=note[True])
         yield Row(f"{label} batch", batch, "Scapy-only loop", scapy, "pps")
+        if flows == 1:
+            lab, g, sink = build(topo, flows, fastpath=False)
+            yield Row(f"{label} batch", batch, "emu slow path", _rate(g, sink, 2_000 if quick else 20_000), "pps")
 
 
 def _register(topo: str) -> None:

@@ -179,6 +179,7 @@ class FlowCache:
         # not be compiled is not recorded again at every frame (1, 2, 4 ... 64 frames apart).
         self._backoff: dict[bytes, list[int]] = {}
         self._links = 0
+        self._failed_pid = -1
 
     def uid(self, link: Link) -> int:
         """A small number for `link` in flow keys (given on first use)."""
@@ -219,10 +220,11 @@ class FlowCache:
                 self.hits += 1
                 return True
         self.misses += 1
-        if rec is None:
+        if rec is None and pid != self._failed_pid:  # not the rest of a journey that could not compile
             back = self._backoff.get(key)
             if back is not None and back[0] == lab.version and back[1] > 0:
                 back[1] -= 1
+                self._failed_pid = pid
                 return False
             rec = self.rec = lab.rec = Recorder(lab, pid, link, key, bytes(frame))
             rec.depth = 1
@@ -241,6 +243,7 @@ class FlowCache:
     # --- compiling ------------------------------------------------------------------------------------
     def _reject(self, rec: Recorder, why: str) -> None:
         self.rejected[why] = self.rejected.get(why, 0) + 1
+        self._failed_pid = rec.pid
         back = self._backoff.get(rec.key)
         step = 1 if back is None or back[0] != rec.start[0] else min(back[2] * 2, 64)
         if len(self._backoff) >= MAX_PROGRAMS:
@@ -288,8 +291,10 @@ class FlowCache:
     def _with_comments(op: tuple[Any, ...], comments: list[str] | None) -> tuple[Any, ...]:
         if op[0] in (RX, TX):
             kind, counters, cap, link = op
+            # The namespace whose capture comments a new hop starts (None: a bridge port, or a TX).
+            fresh = link.ns.name if kind == RX and link.master is None else None
             return (kind, counters, cap if comments is not None else None, link, comments,
-                    LINKTYPE_RAW if link.l3 else LINKTYPE_ETHERNET)
+                    LINKTYPE_RAW if link.l3 else LINKTYPE_ETHERNET, fresh)
         return op
 
     def stats(self) -> dict[str, Any]:

@@ -151,6 +151,12 @@ class Lab:
         text = d.detail if d.drop is None else f"drop {d.drop.value}: {d.detail}"
         hop.append(text)
 
+    def new_hop(self, pid: int, netns: str) -> None:
+        """A frame entered `netns` (not through a bridge port): later decisions there start a new capture
+        comment, as capture_point does (the flow cache's programs call it in its place)."""
+        if self._captured_links:
+            self._hop[(pid, netns)] = []
+
     def decisions(self, pid: int) -> list[Decision]:
         """The ordered decisions taken for frame `pid` at every hop."""
         return list(self.by_pid.get(pid, []))
