@@ -2487,7 +2487,7 @@ cdef class FlowExec:
     cdef Py_ssize_t vhead[VEC]
     cdef Py_ssize_t vtail[VEC]
     cdef double vnow[VEC]
-    cdef void *vprog[VEC]
+    cdef FOp *vops[VEC]  # each slot's program steps (the programs stay alive in the caller's list)
     cdef public long long staged  # frames that ran in staged vectors
 
     def __cinit__(self, lab, record_cls, linktype_eth, linktype_raw):
@@ -2903,14 +2903,14 @@ cdef class FlowExec:
             self.vhead[v] = SLOT_HEAD
             self.vtail[v] = SLOT_HEAD + n
             self.vnow[v] = now
-            self.vprog[v] = <void *>q
+            self.vops[v] = q.ops
             v += 1
         if v == 0:
             return 0
         for j in range(first.n):
             for s in range(v):
-                q = <FlowProg>self.vprog[s]
-                self._data_op(&q.ops[j], self.vbuf + s * SLOT, &self.vhead[s], &self.vtail[s], &self.vnow[s], False)
+                self._data_op(&self.vops[s][j], self.vbuf + s * SLOT, &self.vhead[s], &self.vtail[s], &self.vnow[s],
+                              False)
         self.lab._pid += v
         self.staged += v
         return v

@@ -167,10 +167,7 @@ class FlowCache:
         self.lab = lab
         self.programs: dict[bytes, Program] = {}
         self.rec: Recorder | None = None
-        from emu import _fastpath_py
-
-        exec_cls = getattr(lab.tables, "FlowExec", _fastpath_py.FlowExec)
-        self.exec = exec_cls(lab, Record, LINKTYPE_ETHERNET, LINKTYPE_RAW)
+        self.exec = lab.tables.FlowExec(lab, Record, LINKTYPE_ETHERNET, LINKTYPE_RAW)
         self.hits = 0
         self.misses = 0
         self.compiled = 0

@@ -2,7 +2,8 @@
 
 Entries (lladdr, state, updated) live in the data plane's per-device NeighTable; this module adds
 what needs time: probes 1 s apart, frames queued while INCOMPLETE, REACHABLE -> STALE -> DELAY
--> PROBE, and FAILED after 3 unanswered probes.
+-> PROBE, and FAILED after 3 unanswered probes. Changes here do not invalidate the flow cache's
+programs: each checks the entries it uses every time it runs.
 """
 
 from __future__ import annotations
