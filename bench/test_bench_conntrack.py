@@ -20,14 +20,12 @@ no ratios are computed.
 from __future__ import annotations
 
 import gc
-import importlib
-import os
 import time
 import tracemalloc
 from collections.abc import Callable
-from types import ModuleType
 
 import pytest
+from benchutil import ours_module, record_ratio, run
 
 from emu.bench.tables import build_ct, build_ct_dict, ct_flows, ct_keys, ct_unpack
 
@@ -35,15 +33,6 @@ SIZES = [pytest.param(100_000, id="100k"), pytest.param(1_000_000, id="1M")]
 LIBS = ["emu", "dict"]
 BATCH = 65_536
 LARGE = 500_000  # from this size on, benchmarks run pedantic with few rounds
-
-
-def _ours_module() -> ModuleType:
-    try:
-        return importlib.import_module("emu._fastpath")
-    except ImportError as exc:
-        if os.environ.get("EMU_NO_EXTENSIONS") == "1":
-            return importlib.import_module("emu._fastpath_py")
-        pytest.fail(f"compiled emu._fastpath failed to import ({exc}); build it or set EMU_NO_EXTENSIONS=1")
 
 
 def best_of(fn: Callable[[], object], rounds: int) -> float:
@@ -62,28 +51,12 @@ def best_of(fn: Callable[[], object], rounds: int) -> float:
     return best
 
 
-def run(benchmark, fn: Callable[[], object], size: int, rounds: int = 5):  # noqa: ANN001, ANN201
-    """Plain benchmark for small sizes; pedantic with few rounds for large ones."""
-    if size >= LARGE:
-        return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
-    return benchmark(fn)
-
-
-def record_ratio(benchmark, baseline: Callable[[], object], rounds: int) -> None:  # noqa: ANN001
-    """Time the dict baseline now and store speedup_vs_dict = baseline / ours (enabled runs only)."""
-    if benchmark.disabled or benchmark.stats is None:
-        return
-    ours = benchmark.stats.stats.min
-    base = best_of(baseline, rounds)
-    benchmark.extra_info.update(ours_min_s=ours, dict_min_s=base, speedup_vs_dict=round(base / ours, 2))
-
-
 class Dataset:
     """Flows, lookup keys and both structures for one size, built once per module."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.mod = _ours_module()
+        self.mod = ours_module()
         self.blob = ct_flows(size)
         self.tuples = ct_unpack(self.blob)
         self.ours = build_ct(self.mod, self.tuples)
@@ -126,9 +99,9 @@ def test_batch_lookup(benchmark, data: Dataset, lib: str) -> None:  # noqa: ANN0
     benchmark.group = f"conntrack-{data.size}-batch-{BATCH}"
     benchmark.extra_info.update(lib=lib, keys=BATCH, entries=data.size, impl=data.mod.__name__)
     rounds = 5 if data.size >= LARGE else 20
-    run(benchmark, fn, data.size, rounds=rounds)
+    run(benchmark, fn, data.size, LARGE, rounds=rounds)
     if lib == "emu":
-        record_ratio(benchmark, baseline, rounds)
+        record_ratio(benchmark, baseline, "dict", lambda fn: best_of(fn, rounds))
         if not benchmark.disabled and "dict_min_s" in benchmark.extra_info:
             # the same lookup including packing the tuples first, for callers that hold tuples
             with_pack = best_of(lambda: find_batch(pack(keys)), rounds)
@@ -157,9 +130,9 @@ def test_scalar_find(benchmark, data: Dataset, lib: str) -> None:  # noqa: ANN00
     benchmark.group = f"conntrack-{data.size}-scalar-x{BATCH}"
     benchmark.extra_info.update(lib=lib, keys=BATCH, entries=data.size, impl=data.mod.__name__)
     rounds = 5 if data.size >= LARGE else 10
-    run(benchmark, fn, data.size, rounds=rounds)
+    run(benchmark, fn, data.size, LARGE, rounds=rounds)
     if lib == "emu":
-        record_ratio(benchmark, baseline, rounds)
+        record_ratio(benchmark, baseline, "dict", lambda fn: best_of(fn, rounds))
 
 
 @pytest.mark.parametrize("lib", LIBS)
@@ -183,7 +156,7 @@ def test_build(benchmark, data: Dataset, lib: str) -> None:  # noqa: ANN001
     assert len(table) == data.size * (1 if lib == "emu" else 2)
     del table
     if lib == "emu":
-        record_ratio(benchmark, baseline, 2)
+        record_ratio(benchmark, baseline, "dict", lambda fn: best_of(fn, 2))
 
 
 def dict_traced_bytes(blob: bytes) -> int:

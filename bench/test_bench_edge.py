@@ -1,6 +1,6 @@
 """Benchmarks at the edges of the emulator: making frames and writing them to pcapng.
 
-* UDP frames: one template stamped with a fresh IP ID per copy (emu.bench.stamp) vs building
+* UDP frames: one template stamped with a fresh IP ID per copy (the tables' stamp_frames) vs building
   each frame with Scapy (Ether()/IP()/UDP()/payload, bytes()); the same 1,000 frames, the same
   bytes, for a 60-byte and a 1,500-byte frame.
 * pcapng output: emu.pcap.write_pcapng vs the Scapy RawPcapNgWriter it replaced, writing the same
@@ -14,12 +14,12 @@ Group names pair the two side by side; each "emu" benchmark also times its basel
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from benchutil import record_ratio
 
-from emu.bench.tables import per_call, sample_records, scapy_frames, scapy_write_pcapng, templated_frames
+from emu.bench.tables import sample_records, scapy_frames, scapy_write_pcapng, templated_frames
 from emu.pcap import write_pcapng
 
 FRAMES = 1000
@@ -27,15 +27,6 @@ RECORDS = 5000
 EPOCH = 1_705_147_200.0
 PAYLOADS = [pytest.param(18, id="60B"), pytest.param(1458, id="1500B")]
 LIBS = ["emu", "scapy"]
-
-
-def record_ratio(benchmark, baseline: Callable[[], object]) -> None:  # noqa: ANN001
-    """Time the Scapy baseline now and store speedup_vs_scapy = baseline / ours (enabled runs only)."""
-    if benchmark.disabled or benchmark.stats is None:
-        return
-    ours = benchmark.stats.stats.min
-    base = per_call(baseline, 1.0)
-    benchmark.extra_info.update(ours_min_s=ours, scapy_min_s=base, speedup_vs_scapy=round(base / ours, 2))
 
 
 @pytest.mark.parametrize("payload_len", [18, 1458, 0, 1])
@@ -65,7 +56,7 @@ def test_udp_frames(benchmark, lib: str, payload_len: int) -> None:  # noqa: ANN
     benchmark.extra_info.update(lib=lib, frames=FRAMES)
     if lib == "emu":
         out = benchmark(ours)
-        record_ratio(benchmark, baseline)
+        record_ratio(benchmark, baseline, "scapy")
     else:
         out = benchmark.pedantic(baseline, rounds=3, iterations=1, warmup_rounds=0)
     assert len(out) == (FRAMES if lib == "scapy" else FRAMES * (14 + 28 + payload_len))
@@ -100,4 +91,4 @@ def test_pcapng_write(benchmark, records: list, tmp_path: Path, lib: str) -> Non
     assert n == RECORDS
     benchmark.extra_info["bytes"] = Path(path).stat().st_size
     if lib == "emu":
-        record_ratio(benchmark, baseline)
+        record_ratio(benchmark, baseline, "scapy")

@@ -15,38 +15,16 @@ Each "emu" benchmark also times its baseline in the same test and puts `speedup_
 
 from __future__ import annotations
 
-import importlib
-import os
 from array import array
-from collections.abc import Callable
-from types import ModuleType
 
 import pytest
+from benchutil import ours_module, record_ratio
 
 from emu.bench.tables import FDB_AGEING, FDB_NOW, fdb_keys, fdb_learn_dict, fdb_learn_ours, fdb_lookup_dict, fdb_macs
-from emu.bench.tables import per_call
 
 SIZES = [pytest.param(4096, id="4k"), pytest.param(65_536, id="64k")]
 LIBS = ["emu", "dict"]
 KEYS = 65_536
-
-
-def _ours_module() -> ModuleType:
-    try:
-        return importlib.import_module("emu._fastpath")
-    except ImportError as exc:
-        if os.environ.get("EMU_NO_EXTENSIONS") == "1":
-            return importlib.import_module("emu._fastpath_py")
-        pytest.fail(f"compiled emu._fastpath failed to import ({exc}); build it or set EMU_NO_EXTENSIONS=1")
-
-
-def record_ratio(benchmark, baseline: Callable[[], object]) -> None:  # noqa: ANN001
-    """Time the dict baseline now and store speedup_vs_dict = baseline / ours (enabled runs only)."""
-    if benchmark.disabled or benchmark.stats is None:
-        return
-    ours = benchmark.stats.stats.min
-    base = per_call(baseline, 1.0)
-    benchmark.extra_info.update(ours_min_s=ours, dict_min_s=base, speedup_vs_dict=round(base / ours, 2))
 
 
 class Dataset:
@@ -54,7 +32,7 @@ class Dataset:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.mod = _ours_module()
+        self.mod = ours_module()
         self.macs = fdb_macs(size)
         self.keys = fdb_keys(self.macs, KEYS)
         self.packed = array("Q", self.keys)
@@ -95,7 +73,7 @@ def test_learn(benchmark, data: Dataset, lib: str) -> None:  # noqa: ANN001
     table = benchmark(ours if lib == "emu" else baseline)
     assert len(table) == data.size
     if lib == "emu":
-        record_ratio(benchmark, baseline)
+        record_ratio(benchmark, baseline, "dict")
 
 
 @pytest.mark.parametrize("lib", LIBS)
@@ -121,7 +99,7 @@ def test_scalar_lookup(benchmark, data: Dataset, lib: str) -> None:  # noqa: ANN
     benchmark.extra_info.update(lib=lib, keys=KEYS, macs=data.size, impl=data.mod.__name__)
     benchmark(fn)
     if lib == "emu":
-        record_ratio(benchmark, baseline)
+        record_ratio(benchmark, baseline, "dict")
 
 
 @pytest.mark.parametrize("lib", LIBS)
@@ -143,4 +121,4 @@ def test_batch_lookup(benchmark, data: Dataset, lib: str) -> None:  # noqa: ANN0
     benchmark.extra_info.update(lib=lib, keys=KEYS, macs=data.size, impl=data.mod.__name__)
     benchmark(fn)
     if lib == "emu":
-        record_ratio(benchmark, baseline)
+        record_ratio(benchmark, baseline, "dict")

@@ -18,9 +18,9 @@ import importlib
 import json
 import os
 import sys
-from types import ModuleType
 
 import pytest
+from benchutil import ours_module, run
 
 from emu.bench.tables import build_lpm, build_pytricia, lpm_keys, lpm_memory, lpm_memory_report, lpm_prefixes
 
@@ -30,28 +30,12 @@ SCALAR_KEYS = 10_000
 LARGE = 100_000  # from this size on, benchmarks run pedantic with few rounds
 
 
-def _ours_module() -> ModuleType:
-    try:
-        return importlib.import_module("emu._fastpath")
-    except ImportError as exc:
-        if os.environ.get("EMU_NO_EXTENSIONS") == "1":
-            return importlib.import_module("emu._fastpath_py")
-        pytest.fail(f"compiled emu._fastpath failed to import ({exc}); build it or set EMU_NO_EXTENSIONS=1")
-
-
-def run(benchmark, fn, size: int, rounds: int = 5, iterations: int = 1):  # noqa: ANN001, ANN201
-    """Plain benchmark for small sizes; pedantic with few rounds for large ones."""
-    if size >= LARGE:
-        return benchmark.pedantic(fn, rounds=rounds, iterations=iterations, warmup_rounds=1)
-    return benchmark(fn)
-
-
 class Dataset:
     """Prefixes, keys and both tables for one size, built once per module."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.mod = _ours_module()
+        self.mod = ours_module()
         self.prefixes = lpm_prefixes(size)
         self.keys = lpm_keys(self.prefixes, 65536)
         self.ours = build_lpm(self.mod, self.prefixes)
@@ -83,7 +67,7 @@ def test_scalar_lookup(benchmark, data: Dataset, lib: str) -> None:  # noqa: ANN
 
     benchmark.group = f"lpm-{data.size}-scalar-x{SCALAR_KEYS}"
     benchmark.extra_info.update(lib=lib, keys=SCALAR_KEYS, impl=data.mod.__name__)
-    run(benchmark, loop, data.size)
+    run(benchmark, loop, data.size, LARGE)
 
 
 @pytest.mark.parametrize("batch", [256, 65536])
@@ -102,16 +86,16 @@ def test_batch_lookup(benchmark, data: Dataset, lib: str, batch: int) -> None:  
     benchmark.group = f"lpm-{data.size}-batch-{batch}"
     benchmark.extra_info.update(lib=lib, batch=batch, impl=data.mod.__name__)
     if batch > 256:
-        run(benchmark, fn, data.size, rounds=5)
+        run(benchmark, fn, data.size, LARGE, rounds=5)
     else:
-        run(benchmark, fn, data.size, rounds=20, iterations=20)
+        run(benchmark, fn, data.size, LARGE, rounds=20, iterations=20)
 
 
 @pytest.mark.parametrize("lib", LIBS)
 @pytest.mark.parametrize("size", SIZES)
 def test_build(benchmark, size: int, lib: str) -> None:  # noqa: ANN001
     """Build time from a prefix list; memory of the built table in extra_info."""
-    mod = _ours_module()
+    mod = ours_module()
     prefixes = lpm_prefixes(size)
     if lib == "emu":
         def fn() -> object:
@@ -121,7 +105,7 @@ def test_build(benchmark, size: int, lib: str) -> None:  # noqa: ANN001
             return build_pytricia(prefixes)
     benchmark.group = f"lpm-{size}-build"
     benchmark.extra_info.update(lib=lib, prefixes=size, impl=mod.__name__)
-    table = run(benchmark, fn, size, rounds=2 if size >= LARGE else 5)
+    table = run(benchmark, fn, size, LARGE, rounds=2 if size >= LARGE else 5)
     assert len(table) == size
     if lib == "emu":
         benchmark.extra_info["memory_bytes"] = table.memory_bytes()

@@ -1391,21 +1391,55 @@ def ttl_decrement(buf, Py_ssize_t off=14):
     cdef Py_buffer view
     cdef uint8_t *p
     cdef Py_ssize_t n
-    cdef uint32_t old, new
     cdef int rel = _get_rw(buf, &view, &p, &n)
     try:
         if _ip_hdr(p, n, off) == 0:
             raise ValueError("no IPv4 header at offset")
         if p[off + 8] == 0:
             raise ValueError("TTL is already 0")
-        old = _rd16(p + off + 8)
-        p[off + 8] -= 1
-        new = _rd16(p + off + 8)
-        _csum_fix(p + off + 10, _neg16(old), new, False)
+        _ttl_dec(p + off)
         return p[off + 8]
     finally:
         if rel:
             PyBuffer_Release(&view)
+
+
+cdef inline void _ttl_dec(uint8_t *h) noexcept nogil:
+    """TTL - 1 with the header checksum patched (RFC 1624); h is the IPv4 header."""
+    cdef uint32_t old = _rd16(h + 8)
+    h[8] -= 1
+    _csum_fix(h + 10, _neg16(old), _rd16(h + 8), False)
+
+
+cdef inline void _stamp_id(uint8_t *h, uint32_t ident) noexcept nogil:
+    """Sets the IPv4 identification of header h, patching its checksum."""
+    _csum_fix(h + 10, _neg16(_rd16(h + 4)), ident & 0xFFFF, False)
+    _wr16(h + 4, ident & 0xFFFF)
+
+
+def stamp_frames(template, Py_ssize_t count, uint32_t first_ip_id):
+    """`count` copies of an Ethernet/IPv4 `template` back to back, copy i with IP ID first_ip_id + i
+    (mod 2**16) and its header checksum patched (the UDP/TCP checksum does not cover the ID)."""
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef Py_ssize_t n, i
+    cdef uint8_t *o
+    cdef bytearray out
+    cdef int rel = _get_ro(template, &view, &p, &n)
+    try:
+        if n < 34 or p[12] != 0x08 or p[13] != 0 or (p[14] >> 4) != 4:
+            raise ValueError("template must be an Ethernet frame carrying an IPv4 header")
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        out = bytearray(n * count)
+        o = <uint8_t *>PyByteArray_AS_STRING(out)
+        for i in range(count):
+            memcpy(o + i * n, p, n)
+            _stamp_id(o + i * n + 14, first_ip_id + <uint32_t>i)
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+    return out
 
 
 def csum_replace4(buf, Py_ssize_t csum_off, uint32_t old, uint32_t new, bint udp=False):
@@ -1588,8 +1622,6 @@ def vxlan_encap(inner_frame, uint64_t outer_src_mac, uint64_t outer_dst_mac, uin
     cdef Py_ssize_t n
     cdef bytes out
     cdef uint8_t *o
-    cdef uint8_t *u
-    cdef uint32_t ulen, c
     cdef int rel
     if outer_src_mac >> 48 or outer_dst_mac >> 48:
         raise ValueError("MACs must be 48-bit values")
@@ -1599,28 +1631,34 @@ def vxlan_encap(inner_frame, uint64_t outer_src_mac, uint64_t outer_dst_mac, uin
     try:
         if n + 36 > 0xFFFF:
             raise ValueError("inner frame too large")
-        ulen = <uint32_t>(n + 16)
-        out = PyBytes_FromStringAndSize(NULL, 14 + 20 + ulen)
+        out = PyBytes_FromStringAndSize(NULL, 14 + 36 + n)
         o = <uint8_t *>PyBytes_AS_STRING(out)
         _wr48(o, outer_dst_mac)
         _wr48(o + 6, outer_src_mac)
         o[12] = 0x08
         o[13] = 0x00
-        _fill_ip(o + 14, 20 + ulen, ident, 0, ttl, 17, src_ip, dst_ip, 0)
-        u = o + 34
-        _wr16(u, sport)
-        _wr16(u + 2, dport)
-        _wr16(u + 4, ulen)
-        _wr16(u + 6, 0)
-        _wr32(u + 8, 0x08000000)
-        _wr32(u + 12, vni << 8)
-        memcpy(u + 16, p, n)
-        c = (~_fold(_inet_acc(u, ulen, _pseudo(src_ip, dst_ip, 17, ulen)))) & 0xFFFF
-        _wr16(u + 6, c if c else 0xFFFF)
+        memcpy(o + 50, p, n)
+        _vxlan_hdr(o + 14, <uint32_t>n, src_ip, dst_ip, sport, dport, vni, ident, ttl)
     finally:
         if rel:
             PyBuffer_Release(&view)
     return out
+
+
+cdef void _vxlan_hdr(uint8_t *h, uint32_t inner_len, uint32_t src_ip, uint32_t dst_ip, uint32_t sport,
+                     uint32_t dport, uint32_t vni, uint32_t ident, uint32_t ttl) noexcept nogil:
+    """Writes IPv4 + UDP (checksummed over the inner frame that follows at h + 36) + VXLAN headers at h."""
+    cdef uint32_t ulen = inner_len + 16, c
+    cdef uint8_t *u = h + 20
+    _fill_ip(h, 20 + ulen, ident, 0, ttl, 17, src_ip, dst_ip, 0)
+    _wr16(u, sport)
+    _wr16(u + 2, dport)
+    _wr16(u + 4, ulen)
+    _wr16(u + 6, 0)
+    _wr32(u + 8, 0x08000000)
+    _wr32(u + 12, vni << 8)
+    c = (~_fold(_inet_acc(u, ulen, _pseudo(src_ip, dst_ip, 17, ulen)))) & 0xFFFF
+    _wr16(u + 6, c if c else 0xFFFF)
 
 
 def vxlan_decap(frame, Py_ssize_t off=14):
@@ -2427,6 +2465,45 @@ cdef class LinkCounters:
 # The flow cache's executor: runs programs compiled by emu.net.flowcache
 # --------------------------------------------------------------------------
 
+def flow_key(uint32_t uid, frame):
+    """What decides a frame's path (emu.net.flowcache): the ingress `uid`, the frame's length, Ethernet
+    header and the IPv4/L4 fields any table looks at (not the IP ID or checksums, which a program carries
+    through). None: not cached (not IPv4 without options, a fragment, not UDP/TCP/ICMP, truncated)."""
+    cdef Py_buffer view
+    cdef const uint8_t *p
+    cdef Py_ssize_t n, tail
+    cdef uint8_t k[64]
+    cdef int rel = _get_ro(frame, &view, &p, &n)
+    try:
+        if n < 34 or p[12] != 8 or p[13] != 0 or p[14] != 0x45 or p[20] & 0x3F or p[21]:
+            return None
+        if p[23] == 17 and n >= 42:
+            tail = 6
+        elif p[23] == 6 and n >= 54:
+            tail = 6
+        elif p[23] == 1 and n >= 42:
+            tail = 4
+        else:
+            return None
+        k[0], k[1], k[2], k[3] = uid & 0xFF, (uid >> 8) & 0xFF, (uid >> 16) & 0xFF, uid >> 24
+        k[4], k[5] = n & 0xFF, (n >> 8) & 0xFF
+        memcpy(k + 6, p, 18)
+        memcpy(k + 24, p + 20, 4)
+        memcpy(k + 28, p + 26, 8)
+        if p[23] == 17:
+            memcpy(k + 36, p + 34, 6)
+        elif p[23] == 6:
+            memcpy(k + 36, p + 34, 4)
+            memcpy(k + 40, p + 46, 2)
+        else:
+            memcpy(k + 36, p + 34, 2)
+            memcpy(k + 38, p + 38, 2)
+        return PyBytes_FromStringAndSize(<char *>k, 36 + tail)
+    finally:
+        if rel:
+            PyBuffer_Release(&view)
+
+
 cdef enum:
     F_RX, F_TX, F_WIRE, F_STRIP, F_TRIM, F_PUSH, F_TTL, F_NAT, F_VXLAN, F_FDB, F_NEIGH, F_CT, F_RULE, F_SINK, \
         F_NOTE, F_HANDOFF
@@ -2466,9 +2543,6 @@ cdef class FlowProg:
     def __dealloc__(self):
         free(self.ops)
 
-    def __len__(self):
-        return self.n
-
 
 cdef class FlowExec:
     """Runs flow programs: validates every step at its virtual time, then applies them in C.
@@ -2490,7 +2564,7 @@ cdef class FlowExec:
     cdef FOp *vops[VEC]  # each slot's program steps (the programs stay alive in the caller's list)
     cdef public long long staged  # frames that ran in staged vectors
 
-    def __cinit__(self, lab, record_cls, linktype_eth, linktype_raw):
+    def __cinit__(self, lab, record_cls):
         self.buf = <uint8_t *>malloc(FLOW_BUF)
         self.vbuf = <uint8_t *>malloc(VEC * SLOT)
         if self.buf == NULL or self.vbuf == NULL:
@@ -2645,8 +2719,7 @@ cdef class FlowExec:
         cdef HEnt *e
         cdef CtEnt *ce
         cdef ConntrackTable ct
-        cdef uint8_t *h
-        cdef uint32_t old, ulen, c, ident
+        cdef uint32_t ident
         cdef object obj
         if o.code == F_RX:
             lc = <LinkCounters>o.o1
@@ -2666,10 +2739,7 @@ cdef class FlowExec:
             head[0] -= o.a
             memcpy(b + head[0], PyBytes_AS_STRING(<bytes>o.o1), o.a)
         elif o.code == F_TTL:
-            h = b + head[0] + o.a
-            old = _rd16(h + 8)
-            h[8] -= 1
-            _csum_fix(h + 10, _neg16(old), _rd16(h + 8), False)
+            _ttl_dec(b + head[0] + o.a)
         elif o.code == F_NAT:
             if o.a:
                 _set_port(b + head[0], tail[0] - head[0], 0, <int>o.b, <uint16_t>o.c)
@@ -2681,19 +2751,9 @@ cdef class FlowExec:
             else:
                 (<IpIdent>o.o1).value = ((<IpIdent>o.o1).value + 1) & 0xFFFF
                 ident = (<IpIdent>o.o1).value
-            ulen = <uint32_t>(tail[0] - head[0] + 16)
             head[0] -= 36
-            h = b + head[0]
-            _fill_ip(h, 20 + ulen, ident, 0, o.e & 0xFF, 17, <uint32_t>o.a, <uint32_t>o.b, 0)
-            h += 20
-            _wr16(h, <uint32_t>o.c)
-            _wr16(h + 2, <uint32_t>o.d)
-            _wr16(h + 4, ulen)
-            _wr16(h + 6, 0)
-            _wr32(h + 8, 0x08000000)
-            _wr32(h + 12, <uint32_t>((o.e >> 8) << 8))
-            c = (~_fold(_inet_acc(h, ulen, _pseudo(<uint32_t>o.a, <uint32_t>o.b, 17, ulen)))) & 0xFFFF
-            _wr16(h + 6, c if c else 0xFFFF)
+            _vxlan_hdr(b + head[0], <uint32_t>(tail[0] - head[0] - 36), <uint32_t>o.a, <uint32_t>o.b,
+                       <uint32_t>o.c, <uint32_t>o.d, <uint32_t>(o.e >> 8), ident, <uint32_t>(o.e & 0xFF))
         elif dry:
             return 0
         elif o.code == F_FDB:
@@ -2813,7 +2873,6 @@ cdef class FlowExec:
         cdef FlowProg p
         cdef uint8_t *w
         cdef Py_ssize_t n
-        cdef uint32_t old, new
         cdef double now
         cdef object lab = self.lab
         cdef int64_t *cnt = <int64_t *>sent.data.as_voidptr
@@ -2840,10 +2899,7 @@ cdef class FlowExec:
                 return i - start
             w = self.buf + FLOW_BUF - 4096
             memcpy(w, PyBytes_AS_STRING(tpl), n)
-            old = _rd16(w + 18)
-            new = (old + <uint64_t>cnt[k]) & 0xFFFF
-            _csum_fix(w + 24, _neg16(old), new, False)
-            _wr16(w + 18, new)
+            _stamp_id(w + 14, _rd16(w + 18) + <uint32_t>cnt[k])
             now = t0 + i * interval
             until = t0 + (i + 1) * interval if i + 1 < total else final
             if self._valid(p, w, n, now, limit, until) < 0:
@@ -2865,7 +2921,6 @@ cdef class FlowExec:
         cdef FlowProg first = None, q
         cdef bytes tpl
         cdef uint8_t *w
-        cdef uint32_t old, new
         cdef double now
         while v < VEC and i0 + v < total:
             i = i0 + v
@@ -2892,10 +2947,7 @@ cdef class FlowExec:
                 break
             w = self.vbuf + v * SLOT + SLOT_HEAD
             memcpy(w, PyBytes_AS_STRING(tpl), n)
-            old = _rd16(w + 18)
-            new = (old + <uint64_t>cnt[k]) & 0xFFFF
-            _csum_fix(w + 24, _neg16(old), new, False)
-            _wr16(w + 18, new)
+            _stamp_id(w + 14, _rd16(w + 18) + <uint32_t>cnt[k])
             now = t0 + i * interval
             if self._valid(q, w, n, now, limit, t0 + (i + 1) * interval if i + 1 < total else final) < 0:
                 break

@@ -562,6 +562,23 @@ def csum_replace4(buf: bytearray, csum_off: int, old: int, new: int, udp: bool =
     _fix(mv, csum_off, _neg32(old), _pos32(new), bool(udp))
 
 
+def stamp_frames(template: bytes | bytearray, count: int, first_ip_id: int) -> bytearray:
+    """`count` copies of an Ethernet/IPv4 `template` back to back, copy i with IP ID first_ip_id + i
+    (mod 2**16) and its header checksum patched (the UDP/TCP checksum does not cover the ID)."""
+    size = len(template)
+    if size < 34 or template[12:14] != b"\x08\x00" or template[14] >> 4 != 4:
+        raise ValueError("template must be an Ethernet frame carrying an IPv4 header")
+    if count < 0:
+        raise ValueError("count must be >= 0")
+    buf = bytearray(template) * count
+    old = int.from_bytes(template[18:20], "big")
+    for i in range(count):
+        new = (first_ip_id + i) & 0xFFFF
+        csum_replace2(buf, i * size + 24, old, new)
+        buf[i * size + 18:i * size + 20] = new.to_bytes(2, "big")
+    return buf
+
+
 def csum_replace2(buf: bytearray, csum_off: int, old: int, new: int, udp: bool = False) -> None:
     """Patch the 16-bit checksum at csum_off for a 16-bit word changing old -> new."""
     mv = _rw(buf)
@@ -1133,6 +1150,23 @@ class UdpSink:
         self.bytes += len(payload)
 
 
+def flow_key(uid: int, frame: bytes) -> bytes | None:
+    """What decides a frame's path (emu.net.flowcache): the ingress `uid`, the frame's length, Ethernet
+    header and the IPv4/L4 fields any table looks at (not the IP ID or checksums, which a program carries
+    through). None: not cached (not IPv4 without options, a fragment, not UDP/TCP/ICMP, truncated)."""
+    if len(frame) < 34 or frame[12] != 8 or frame[13] != 0 or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
+        return None
+    head = uid.to_bytes(4, "little") + len(frame).to_bytes(2, "little") + frame[0:18] + frame[20:24] + frame[26:34]
+    proto = frame[23]
+    if proto == 17:
+        return head + frame[34:40] if len(frame) >= 42 else None
+    if proto == 6:
+        return head + frame[34:38] + frame[46:48] if len(frame) >= 54 else None
+    if proto == 1:
+        return head + frame[34:36] + frame[38:40] if len(frame) >= 42 else None
+    return None
+
+
 # --- the flow cache's executor (emu.net.flowcache compiles the programs) -----------------------------
 _RX, _TX, _WIRE, _STRIP, _TRIM, _PUSH, _TTL, _NAT, _VXLAN, _FDB, _NEIGH, _CT, _RULE, _SINK, _NOTE, _HANDOFF = range(16)
 _NUD_REACHABLE, _NUD_STALE = 0x02, 0x04
@@ -1142,7 +1176,7 @@ _NUD_SEND = 0x02 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE (if fresh), DELAY, PRO
 class FlowExec:
     """Runs compiled flow programs: validate every step at its virtual time, then apply them all."""
 
-    def __init__(self, lab, record_cls, linktype_eth: int, linktype_raw: int) -> None:  # noqa: ANN001
+    def __init__(self, lab, record_cls) -> None:  # noqa: ANN001
         self.lab = lab
         self.record_cls = record_cls
         self.staged = 0  # frames run in staged vectors: none here, every frame goes through its steps in turn
@@ -1196,11 +1230,7 @@ class FlowExec:
             ops = progs[k]
             if ops is None:
                 return i - start
-            frame = bytearray(templates[k])
-            old = int.from_bytes(frame[18:20], "big")
-            new = (old + sent[k]) & 0xFFFF
-            csum_replace2(frame, 24, old, new)
-            frame[18:20] = new.to_bytes(2, "big")
+            frame = stamp_frames(templates[k], 1, int.from_bytes(templates[k][18:20], "big") + sent[k])
             now = t0 + i * interval
             until = t0 + (i + 1) * interval if i + 1 < total else final
             if self._valid(ops, bytes(frame), now, limit, until) < 0:

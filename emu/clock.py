@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -63,8 +64,7 @@ class Clock:
 
     def run_until(self, when: float, max_events: int = 10_000_000) -> None:
         """Runs every event due up to `when`, then sets the clock to `when`."""
-        outer, self.horizon = self.horizon, when
-        try:
+        with self.looking_at(when):
             for _ in range(max_events):
                 nxt = self.next_time()
                 if nxt is None or nxt > when:
@@ -72,8 +72,6 @@ class Clock:
                 self.step()
             else:
                 raise RuntimeError(f"clock: more than {max_events} events before t={when}")
-        finally:
-            self.horizon = outer
         self.now = max(self.now, when)
 
     def run_for(self, seconds: float) -> None:
@@ -82,12 +80,18 @@ class Clock:
     def run_while(self, busy: Callable[[], bool], limit: float) -> None:
         """Runs events while `busy()` holds, at most until `now + limit`."""
         end = self.now + limit
-        outer, self.horizon = self.horizon, end
-        try:
+        with self.looking_at(end):
             while busy():
                 nxt = self.next_time()
                 if nxt is None or nxt > end:
                     break
                 self.step()
+
+    @contextmanager
+    def looking_at(self, when: float) -> Iterator[None]:
+        """Within the block, whoever drives the clock will run it up to `when` before looking (`horizon`)."""
+        outer, self.horizon = self.horizon, when
+        try:
+            yield
         finally:
             self.horizon = outer

@@ -13,7 +13,6 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from emu.net.addr import int2mac
-from emu.net.flowcache import flow_key
 from emu.net.lab import Lab
 
 
@@ -60,14 +59,12 @@ class Generator:
 
     def stamp(self, flow: int) -> bytes:
         """The next frame of `flow`: its template with IP ID + n and the header checksum fixed."""
-        frame = bytearray(self.templates[flow])
-        if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
-            old = int.from_bytes(frame[18:20], "big")
-            new = (old + self.sent[flow]) & 0xFFFF
-            self.lab.tables.csum_replace2(frame, 24, old, new)
-            frame[18:20] = new.to_bytes(2, "big")
+        tpl = self.templates[flow]
+        n = self.sent[flow]
         self.sent[flow] += 1
-        return bytes(frame)
+        if len(tpl) >= 34 and tpl[12:14] == b"\x08\x00" and tpl[14] >> 4 == 4:
+            return bytes(self.lab.tables.stamp_frames(tpl, 1, (int.from_bytes(tpl[18:20], "big") + n) & 0xFFFF))
+        return tpl
 
     def send(self, count: int, *, interval: float = 1e-4, start: float | None = None, drain: float = 0.01,
              batch: bool = True, vector: bool = True) -> int:
@@ -102,7 +99,7 @@ class Generator:
             return 0
         if self._keys is None:
             uid = flows.uid(self.link)
-            self._keys = [flow_key(uid, t) for t in self.templates]
+            self._keys = [self.lab.tables.flow_key(uid, t) for t in self.templates]
         if self._progs is None or self._version != self.lab.version:
             self._version = self.lab.version
             self._progs = [self._program(k) for k in range(len(self._keys))]

@@ -554,6 +554,27 @@ def test_ttl_decrement_matches_recompute(impl: ModuleType, f: dict) -> None:
 
 
 @SETTINGS
+@given(f=packet_fields, uid=st.integers(0, 2**32 - 1), cut=st.integers(0, 80), frag=st.sampled_from([0, 0x4000, 0x2001]))
+def test_flow_key_is_the_same_in_c_and_python(both: tuple[ModuleType, ModuleType], f: dict, uid: int, cut: int,
+                                              frag: int) -> None:
+    frame = bytes(build_frame({**f, "frag": frag}))
+    c, py = both
+    for fr in (frame, frame[:cut]):
+        assert c.flow_key(uid, fr) == py.flow_key(uid, fr)
+    ident = bytearray(frame)
+    ident[18:20] = b"\x12\x34"  # the IP ID is not part of a flow's key
+    assert py.flow_key(uid, bytes(ident)) == py.flow_key(uid, frame)
+
+
+@SETTINGS
+@given(f=packet_fields, count=st.integers(0, 5), first=st.integers(0xFFF0, 0x1000F))
+def test_stamp_frames_matches_recompute(impl: ModuleType, f: dict, count: int, first: int) -> None:
+    tpl = bytes(build_frame(f))
+    out = impl.stamp_frames(tpl, count, first & 0xFFFF)
+    assert bytes(out) == b"".join(bytes(build_frame({**f, "ident": (first + i) & 0xFFFF})) for i in range(count))
+
+
+@SETTINGS
 @given(f=packet_fields, which=st.integers(0, 1), addr=U32)
 def test_set_ipv4_addr_matches_recompute(impl: ModuleType, f: dict, which: int, addr: int) -> None:
     buf = build_frame(f)

@@ -60,6 +60,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emu import fastpath
+
 TOPOLOGIES = ("veth", "bridge", "routed", "flannel", "dnat")
 
 PREFIX = "emub-"
@@ -397,22 +399,12 @@ def _udp_counters(pid: int) -> dict[str, int]:
 # --- frames and senders -------------------------------------------------------------------------------
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def udp_packet(src: str, dst: str, sport: int, dport: int, payload: bytes = b"\0" * PAYLOAD) -> bytes:
     """An IPv4+UDP packet (DF set, TTL 64, the id and IP checksum left for the kernel to fill in)."""
     s, d = socket.inet_aton(src), socket.inet_aton(dst)
     ulen = 8 + len(payload)
-    pseudo = s + d + struct.pack("!BBH", 0, 17, ulen)
     udp = struct.pack("!HHHH", sport, dport, ulen, 0) + payload
-    csum = _csum(pseudo + udp) or 0xFFFF
+    csum = fastpath.load().udp_checksum(int.from_bytes(s, "big"), int.from_bytes(d, "big"), udp)
     udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
     return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, 0, 0x4000, 64, 17, 0, s, d) + udp
 

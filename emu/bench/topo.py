@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 from emu.bench import kernel
 from emu.bench.registry import Row, workload
+from emu.net.addr import int2ip, ip2int
 from emu.net.lab import Lab
 from emu.net.route import Route
 from emu.traffic import Generator, udp_frame
@@ -51,15 +52,14 @@ def build(topo: str, flows: int, *, pcap: bool = False, fastpath: bool = True) -
         lab.capture(*plan.capture)
     sender = lab[plan.sender]
     out = sender.link("eth0")
-    # The sender's next hop MAC, as its own ARP would find it.
+    # The sender's next hop MAC, as its own ARP finds it.
     sender.run(f"ping -c 1 -W 1 {plan.dst}")
-    r = sender.route_lookup(int.from_bytes(bytes(int(x) for x in plan.dst.split(".")), "big"))
-    hop = r.gateway if r is not None and r.gateway is not None else plan.dst
-    hop_ip = hop if isinstance(hop, str) else ".".join(str(b) for b in hop.to_bytes(4, "big"))
-    neigh = [line for line in sender.run("ip neigh show dev eth0").stdout.splitlines() if line.startswith(hop_ip + " ")]
-    if not neigh:
-        raise RuntimeError(f"{topo}: the sender could not resolve {hop_ip}")
-    dst_mac = neigh[0].split("lladdr ")[1].split()[0]
+    r = sender.route_lookup(ip2int(plan.dst))
+    hop = r.nexthop_gateway if r is not None and r.nexthop_gateway is not None else ip2int(plan.dst)
+    entry = sender.neigh.get(out, hop)
+    if entry is None or entry[0] < 0:
+        raise RuntimeError(f"{topo}: the sender could not resolve {int2ip(hop)}")
+    dst_mac = entry[0]
     frames = [udp_frame(out.mac, dst_mac, plan.src, plan.dst, SPORT_BASE + i, plan.dport, PAYLOAD)
               for i in range(flows)]
     peer = out.peer  # type: ignore[attr-defined]

@@ -77,9 +77,7 @@ class Bridge(Link):
             self.ns.drop(port, pid, Drop.MALFORMED, f"bridge {self.ifname}: invalid source MAC {int2mac(src)}")
             return
         now = self.ns.lab.clock.now
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid != pid:
-            rec = None
+        rec = self.ns.lab.recorder(pid)
         if not self._is_local(src):
             learned = self.fdb.learn(src, 0, port.ifindex, now)
             if rec is not None:
@@ -115,9 +113,7 @@ class Bridge(Link):
         if len(pkt) < 20:
             self._forward(port, frame, pid)
             return
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid != pid:
-            rec = None
+        rec = self.ns.lab.recorder(pid)
         if rec is not None:
             rec.op(STRIP, 14)
         total = int.from_bytes(pkt[2:4], "big")
@@ -162,8 +158,8 @@ class Bridge(Link):
             nf.done(pid)
             return
         nf.done(pid)
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = self.ns.lab.recorder(pid)
+        if rec is not None:
             rec.op(PUSH, bytes(head))
         self._forward(port, head + bytes(pkt), pid)
 
@@ -172,8 +168,8 @@ class Bridge(Link):
         dst = int.from_bytes(frame[0:6], "big")
         now = self.ns.lab.clock.now
         out = self.fdb.lookup(dst, 0, now)
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = self.ns.lab.recorder(pid)
+        if rec is not None:
             rec.fdb(self.fdb, dst, out, learn=False, ok=out >= 0)
         if out < 0:
             self._flood(port, frame, pid, f"fdb miss for {int2mac(dst)}")
@@ -190,8 +186,8 @@ class Bridge(Link):
 
     def _flood(self, ingress: Link | None, frame: bytes, pid: int, why: str) -> None:
         out = [p for p in self.ports if p.running and (p is not ingress or p.hairpin)]
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = self.ns.lab.recorder(pid)
+        if rec is not None:
             rec.fail("flood")
         where = f" (hairpin back to {ingress.ifname})" if ingress in out and ingress is not None else ""
         self.ns.note(ingress or self, pid, "bridge", f"{why}: flooded to {len(out)} ports{where}")
@@ -203,8 +199,8 @@ class Bridge(Link):
         self.counters.rx_bytes += len(frame)
         lab = self.ns.lab
         cap = lab.capture_point(self, frame, "in", pid)
-        rec = lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = lab.recorder(pid)
+        if rec is not None:
             rec.rx(self, frame, cap, entry=False)
         self.ns.stack.l2_input(self, frame, pid)
 
@@ -221,8 +217,8 @@ class Bridge(Link):
         dst = int.from_bytes(frame[0:6], "big")
         out = -1 if is_multicast_mac(dst) else self.fdb.lookup(dst, 0, self.ns.lab.clock.now)
         target = self.port_by_index(out) if out >= 0 else None
-        rec = lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = lab.recorder(pid)
+        if rec is not None:
             rec.tx(self, frame, cap)
             rec.fdb(self.fdb, dst, out, learn=False, ok=target is not None)
         if target is None:

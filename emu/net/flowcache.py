@@ -30,25 +30,7 @@ if TYPE_CHECKING:
 
 # Program steps. Each is a tuple (OP, args...); the executors in emu._fastpath(_py) interpret them.
 RX, TX, WIRE, STRIP, TRIM, PUSH, TTL, NAT, VXLAN, FDB, NEIGH, CT, RULE, SINK, NOTE, HANDOFF = range(16)
-OP_NAMES = ["RX", "TX", "WIRE", "STRIP", "TRIM", "PUSH", "TTL", "NAT", "VXLAN", "FDB", "NEIGH", "CT", "RULE", "SINK",
-            "NOTE", "HANDOFF"]
 MAX_PROGRAMS = 1 << 20
-
-
-def flow_key(uid: int, frame: bytes) -> bytes | None:
-    """What decides a frame's path: the ingress, its length, Ethernet header and the IPv4/L4 fields that
-    any table looks at (not the IP ID or checksums, which the program carries through). None: not cached."""
-    if len(frame) < 34 or frame[12] != 8 or frame[13] != 0 or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
-        return None  # not IPv4 without options, or a fragment
-    head = uid.to_bytes(4, "little") + len(frame).to_bytes(2, "little") + frame[0:18] + frame[20:24] + frame[26:34]
-    proto = frame[23]
-    if proto == 17:
-        return head + frame[34:40] if len(frame) >= 42 else None
-    if proto == 6:
-        return head + frame[34:38] + frame[46:48] if len(frame) >= 54 else None
-    if proto == 1:
-        return head + frame[34:36] + frame[38:40] if len(frame) >= 42 else None
-    return None
 
 
 @dataclass
@@ -63,17 +45,6 @@ class Program:
     partial: bool = False  # ends in a handoff: re-recorded now and then, in case the full journey compiles now
     retry: int = 16
 
-    def describe(self) -> str:
-        return "\n".join(f"{OP_NAMES[op[0]]:<8} {', '.join(_short(a) for a in op[1:])}" for op in self.ops)
-
-
-def _short(a: object) -> str:
-    if isinstance(a, (bytes, bytearray)):
-        return a.hex()
-    if isinstance(a, (int, float, str)) or a is None:
-        return str(a)
-    return type(a).__name__
-
 
 @dataclass
 class Recorder:
@@ -81,7 +52,6 @@ class Recorder:
 
     lab: Lab
     pid: int
-    link: Link
     key: bytes
     frame: bytes
     ops: list[tuple[Any, ...]] = field(default_factory=list)
@@ -167,7 +137,7 @@ class FlowCache:
         self.lab = lab
         self.programs: dict[bytes, Program] = {}
         self.rec: Recorder | None = None
-        self.exec = lab.tables.FlowExec(lab, Record, LINKTYPE_ETHERNET, LINKTYPE_RAW)
+        self.exec = lab.tables.FlowExec(lab, Record)
         self.hits = 0
         self.misses = 0
         self.compiled = 0
@@ -196,11 +166,11 @@ class FlowCache:
                 if rec.inflight > 0:
                     rec.inflight -= 1
                 return False
-        key = flow_key(self.uid(link), frame)
+        lab = self.lab
+        key = lab.tables.flow_key(self.uid(link), frame)
         if key is None:
             return False
         prog = self.programs.get(key)
-        lab = self.lab
         if prog is not None and prog.version == lab.version and rec is None and prog.partial and \
                 prog.runs >= prog.retry:
             prog.runs, prog.retry = 0, min(prog.retry * 2, 4096)
@@ -223,7 +193,7 @@ class FlowCache:
                 back[1] -= 1
                 self._failed_pid = pid
                 return False
-            rec = self.rec = lab.rec = Recorder(lab, pid, link, key, bytes(frame))
+            rec = self.rec = lab.rec = Recorder(lab, pid, key, bytes(frame))
             rec.depth = 1
         return False
 

@@ -116,12 +116,9 @@ class Lab:
         pid = self.new_pid()
         if horizon is None:
             link.rx(frame, pid)
-            return pid
-        outer, self.clock.horizon = self.clock.horizon, horizon
-        try:
-            link.rx(frame, pid)
-        finally:
-            self.clock.horizon = outer
+        else:
+            with self.clock.looking_at(horizon):
+                link.rx(frame, pid)
         return pid
 
     def bump(self) -> None:
@@ -137,9 +134,14 @@ class Lab:
         self.clock.run_while(lambda: True, limit)
 
     # --- the trace and the captures ---------------------------------------------------
-    def record(self, d: Decision, pid: int) -> None:
+    def recorder(self, pid: int) -> Recorder | None:
+        """The flow cache's recorder if it is recording frame `pid`: the slow path reports its steps to it."""
         rec = self.rec
-        if rec is not None and rec.pid == pid:
+        return rec if rec is not None and rec.pid == pid else None
+
+    def record(self, d: Decision, pid: int) -> None:
+        rec = self.recorder(pid)
+        if rec is not None:
             rec.note(d)
         if self.trace.add(d):
             self.by_pid.setdefault(pid, []).append(d)

@@ -104,8 +104,8 @@ class Link:
         self.counters.tx_bytes += len(frame)
         lab = self.ns.lab
         cap = lab.capture_point(self, frame, "out", pid)
-        rec = lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = lab.recorder(pid)
+        if rec is not None:
             rec.tx(self, frame, cap)
         self.wire(frame, pid)
 
@@ -134,8 +134,8 @@ class Link:
         self.counters.rx_bytes += len(frame)
         lab = self.ns.lab
         cap = lab.capture_point(self, frame, "in", pid)
-        rec = lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = lab.recorder(pid)
+        if rec is not None:
             rec.rx(self, frame, cap, entry=True)
         if self.master is not None:
             self.master.port_input(self, frame, pid)  # type: ignore[attr-defined]
@@ -159,8 +159,8 @@ class Loopback(Link):
         return "UNKNOWN" if self.up else "DOWN"
 
     def wire(self, frame: bytes, pid: int) -> None:
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = self.ns.lab.recorder(pid)
+        if rec is not None:
             rec.fail("loopback")
         self.ns.lab.clock.call_later(0.0, lambda: self.rx(frame, pid))
 
@@ -199,8 +199,8 @@ class Veth(Link):
     def wire(self, frame: bytes, pid: int) -> None:
         peer = self.peer
         assert peer is not None
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = self.ns.lab.recorder(pid)
+        if rec is not None:
             rec.wire(self.delay)
         self.ns.lab.clock.call_later(self.delay, lambda: peer.rx(frame, pid))
 

@@ -119,8 +119,8 @@ class NeighTable:
                 src_hint: int | None) -> None:
         """Calls `send(mac)` now or once `ip` resolves on `link`; `fail()` if it never does."""
         e = self.get(link, ip)
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = self.ns.lab.recorder(pid)
+        if rec is not None:
             if e is not None and e[1] & VALID and e[1] != STALE:
                 rec.op(NEIGH, self._table(link), ip, e[0], self.reachable_time[id(link)])
             else:

@@ -99,16 +99,14 @@ class Netfilter:
         if proto == 1 and info.icmp_type in ICMP_ERRORS:
             related = self._related(pkt)
             if related is not None:
-                rec = self.ns.lab.rec
-                if rec is not None and rec.pid == pid:
+                rec = self.ns.lab.recorder(pid)
+                if rec is not None:
                     rec.fail("conntrack: related")
                 c, d = related
                 self.tracked[pid] = (c, d, "RELATED")
                 return info, c, d, "RELATED"
         c, d = self.ct.find(info.tuple)
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid != pid:
-            rec = None
+        rec = self.ns.lab.recorder(pid)
         if c is not None:
             before = (c.state, c.status)
             if not self.ct.packet(c, d, info):
@@ -210,8 +208,8 @@ class Netfilter:
         pend = self.pending.pop(ctx.pid, None)
         if pend is None:
             return True
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid == ctx.pid:
+        rec = self.ns.lab.recorder(ctx.pid)
+        if rec is not None:
             rec.fail("conntrack: confirm")
         c, info = pend
         if not self.ct.confirm(c, info):
@@ -324,9 +322,7 @@ class Netfilter:
 
     def _rewrite(self, pkt: bytearray, target: Tuple5, *, dst: bool, pid: int = 0) -> None:
         t = self.ns.tables
-        rec = self.ns.lab.rec
-        if rec is None or rec.pid != pid:
-            rec = None
+        rec = self.ns.lab.recorder(pid)
         ihl = (pkt[0] & 0xF) * 4
         proto = pkt[9]
         addr_off = 16 if dst else 12
@@ -406,9 +402,7 @@ class Netfilter:
         t = self.rules.tables[table]
         stack: list[tuple[str, int]] = []
         name, i = chain, 0
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid != ctx.pid:
-            rec = None
+        rec = self.ns.lab.recorder(ctx.pid)
         while True:
             rules = t.chains[name].rules
             if i >= len(rules):
@@ -480,8 +474,8 @@ class Netfilter:
     def _match(self, name: str, o: dict[str, Any], ctx: Ctx) -> bool:
         src, dst, proto, sport, dport = ctx.info.tuple
         if name not in STATIC_MATCHES:
-            rec = self.ns.lab.rec
-            if rec is not None and rec.pid == ctx.pid:
+            rec = self.ns.lab.recorder(ctx.pid)
+            if rec is not None:
                 rec.fail(f"-m {name} depends on more than the flow")
         if name in ("tcp", "udp"):
             if proto != (6 if name == "tcp" else 17):

@@ -40,9 +40,7 @@ class Segment:
         now = self.lab.clock.now
         src = int.from_bytes(frame[6:12], "big")
         dst = int.from_bytes(frame[0:6], "big")
-        rec = self.lab.rec
-        if rec is not None and rec.pid != pid:
-            rec = None
+        rec = self.lab.recorder(pid)
         if not is_multicast_mac(src):
             learned = self.fdb.learn(src, 0, src_nic.segment_port, now)  # type: ignore[attr-defined]
             if rec is not None:

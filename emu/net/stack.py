@@ -51,9 +51,7 @@ class Stack:
     # --- input ---------------------------------------------------------------------
     def l2_input(self, dev: Link, frame: bytes, pid: int) -> None:
         """netif_receive_skb: sort by destination MAC and ethertype."""
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid != pid:
-            rec = None
+        rec = self.ns.lab.recorder(pid)
         if dev.l3:
             if rec is not None:
                 rec.fail("l3 device")
@@ -159,8 +157,8 @@ class Stack:
             return
         if total < len(pkt):
             pkt = pkt[:total]  # Ethernet padding
-            rec = self.ns.lab.rec
-            if rec is not None and rec.pid == pid:
+            rec = self.ns.lab.recorder(pid)
+            if rec is not None:
                 rec.op(TRIM, total)
         nf = self.ns.netfilter
         if nf.enabled:
@@ -222,8 +220,8 @@ class Stack:
             return
         buf = bytearray(pkt)
         ttl = self.t.ttl_decrement(buf, 0)
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = self.ns.lab.recorder(pid)
+        if rec is not None:
             rec.op(TTL, 0)
         self.ns.note(dev, pid, "forward", f"forward: ttl {ttl + 1} -> {ttl}")
         nf = self.ns.netfilter
@@ -253,8 +251,8 @@ class Stack:
         proto = pkt[9]
         src, dst = struct.unpack_from("!II", pkt, 12)
         body = pkt[ihl:]
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid == pid and (proto != UDP or broadcast):
+        rec = self.ns.lab.recorder(pid)
+        if rec is not None and (proto != UDP or broadcast):
             rec.fail("local delivery")
         if proto == ICMP:
             self._icmp_input(dev, pkt, body, pid, broadcast)
@@ -382,8 +380,8 @@ class Stack:
                 decap = self.t.vxlan_decap(pkt, 0)
                 if decap is None or decap[0] != link.vni:  # type: ignore[attr-defined]
                     continue
-                rec = self.ns.lab.rec
-                if rec is not None and rec.pid == pid:
+                rec = self.ns.lab.recorder(pid)
+                if rec is not None:
                     rec.decap(decap[1])
                 self.ns.note(dev, pid, "decap", f"vxlan vni {decap[0]} from {int2ip(src)} into {link.ifname}")
                 link.decap(src, pkt[decap[1]:], pid)  # type: ignore[attr-defined]
@@ -395,8 +393,8 @@ class Stack:
                 self.icmp_error(pkt, ICMP_DEST_UNREACH, PORT_UNREACH, pid)
             return
         self.ns.note(dev, pid, "deliver", f"udp {int2ip(src)}:{sport} -> port {dport}: delivered to a socket")
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = self.ns.lab.recorder(pid)
+        if rec is not None:
             if isinstance(handler, self.t.UdpSink):
                 rec.op(SINK, handler, len(body) - 8)
             else:
@@ -480,9 +478,7 @@ class Stack:
             self.ns.drop(None, pid, Drop.NO_ROUTE, f"route {r.describe()}: no device")
             return
         self.ns.note(dev, pid, "route", f"route {r.describe()}")
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid != pid:
-            rec = None
+        rec = self.ns.lab.recorder(pid)
         nf = self.ns.netfilter
         if nf.enabled:
             buf = bytearray(pkt)

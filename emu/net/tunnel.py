@@ -36,9 +36,7 @@ class Vxlan(Link):
     def wire(self, frame: bytes, pid: int) -> None:
         dst = int.from_bytes(frame[0:6], "big")
         remotes = self.vfdb.get(dst) or self.vfdb.get(ZERO_MAC, [])
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid != pid:
-            rec = None
+        rec = self.ns.lab.recorder(pid)
         if rec is not None and len(remotes) != 1:
             rec.fail("vxlan: not one remote")
         if not remotes:
@@ -113,8 +111,8 @@ class Ipip(Link):
         self.counters.tx_packets += 1
         self.counters.tx_bytes += len(packet)
         self.ns.lab.capture_point(self, packet, "out", pid)
-        rec = self.ns.lab.rec
-        if rec is not None and rec.pid == pid:
+        rec = self.ns.lab.recorder(pid)
+        if rec is not None:
             rec.fail("ipip")
         stack = self.ns.stack
         src = self.local if self.local is not None else stack.select_source(outer_dst)
