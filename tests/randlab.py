@@ -939,6 +939,7 @@ def snapshot(lab: Lab) -> dict[str, Any]:
         out[f"segment {name} fdb entries (mac, vlan, port, static, updated)"] = sorted(
             lab.segments[name].fdb.entries(now))
     out["drops"] = dict(sorted(lab.trace.drops.items()))
+    out["trace"] = lab.trace.render()  # every decision, in order, with its time (`emu trace` and pcap comments)
     out["frame ids"] = lab._pid
     out["clock"] = repr(now)
     with tempfile.TemporaryDirectory() as tmp:

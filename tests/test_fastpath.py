@@ -204,3 +204,35 @@ def test_vectors_end_like_frame_at_a_time_and_the_slow_path(topo: str) -> None:
     for other in snaps[1:]:
         diff = first_difference(snaps[0], other)
         assert diff is None, diff
+
+
+def test_a_program_whose_dry_run_differs_from_the_slow_path_is_not_installed() -> None:
+    """The check every new program passes: replayed on its own frame, it must give the slow path's bytes."""
+    lab = Lab(5)
+    g = routed(lab)
+    flows = lab.flows
+    real = flows.exec
+
+    class Tampered:
+        """The executor, except that its dry runs see one byte flipped (as a wrong step would)."""
+
+        staged = 0
+
+        def compile(self, ops):  # noqa: ANN001, ANN201
+            return real.compile(ops)
+
+        def dry_run(self, prog, frame):  # noqa: ANN001, ANN201
+            seen = real.dry_run(prog, frame)
+            return [seen[0][:-1] + bytes([seen[0][-1] ^ 1])] + seen[1:]
+
+        def run(self, *a):  # noqa: ANN002, ANN201
+            return real.run(*a)
+
+        def send(self, *a):  # noqa: ANN002, ANN201
+            return real.send(*a)
+
+    flows.exec = Tampered()
+    g.send(50)
+    assert flows.hits == 0 and not flows.programs
+    assert flows.rejected.get("dry run differs from the slow path", 0) > 0
+    assert lab["b"].stack.udp_sockets[9].packets == 50

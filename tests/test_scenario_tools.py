@@ -143,3 +143,17 @@ def test_version_help_and_completion() -> None:
                            env={**os.environ, "_EMU_COMPLETE": "bash_complete", "COMP_WORDS": "emu tr",
                                 "COMP_CWORD": "1"})
     assert "trace" in words.stdout
+
+
+def test_no_fastpath_switch_gives_the_same_pcap_and_says_so(tmp_path: Path) -> None:
+    """`emu run --no-fastpath` carries every frame on the slow path: the same frames, no fast-path line."""
+    outs = {}
+    for flag in ([], ["--no-fastpath"]):
+        pcap = tmp_path / f"{len(flag)}.pcapng"
+        res = emu("run", CHAPTER1, "--pcap", str(pcap), *flag)
+        assert res.returncode == 0, res.stderr
+        outs[bool(flag)] = (res.stdout, pcap.read_bytes())
+    assert "fast path: " in outs[False][0] and "fast path: " not in outs[True][0]
+    assert outs[False][1] == outs[True][1]
+    res = emu("exec", CHAPTER1, "r1", "--no-fastpath", "--", "ip", "route")
+    assert res.returncode == 0 and "10.0.2.0/24 dev eth1" in res.stdout
